@@ -1,0 +1,87 @@
+"""The one protocol every model backend speaks, and the shared core of the GLM-4-format backends."""
+
+from __future__ import annotations
+
+import abc
+from typing import Callable, Literal
+
+from pydantic import BaseModel, Field
+
+from ..messages import Message, ToolCall, ToolSpec
+from ..policy import ModelSettings
+from ..protocol import glm4
+
+TokenCallback = Callable[[str], None]
+StopReason = Literal["observation", "user", "eos", "length", "tool_calls"]
+
+
+class Usage(BaseModel):
+    """Token counts. ``prefilled_tokens`` were computed this step; ``reused_tokens`` came from a KV cache."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prefilled_tokens: int = 0
+    reused_tokens: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(**{name: getattr(self, name) + getattr(other, name) for name in Usage.model_fields})
+
+
+class ModelTurn(BaseModel):
+    """What the model said in one step: text (a thought, or the final answer) and tool calls."""
+
+    content: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    raw: str = ""  # the completion as generated, for transcripts and replay
+    stop_reason: StopReason | None = None
+    usage: Usage = Field(default_factory=Usage)
+
+    @property
+    def answer(self) -> str | None:
+        return None if self.tool_calls else self.content.strip()
+
+    def as_message(self) -> Message:
+        return Message(role="assistant", content=self.content, tool_calls=self.tool_calls)
+
+
+class ChatModel(abc.ABC):
+    """A chat model backend. Knows tool schemas, nothing else about tools."""
+
+    @abc.abstractmethod
+    async def generate(self, messages: list[Message], tools: list[ToolSpec], settings: ModelSettings,
+                       on_token: TokenCallback | None = None) -> ModelTurn:
+        """One assistant turn for the conversation so far."""
+
+    async def aclose(self) -> None:
+        """Release connections, caches or weights."""
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+class Completion(BaseModel):
+    text: str
+    stop_reason: StopReason | None = None
+    usage: Usage = Field(default_factory=Usage)
+
+
+class GLM4Model(ChatModel):
+    """A backend that speaks raw GLM-4: renders the prompt here and parses the completion here."""
+
+    @abc.abstractmethod
+    async def complete(self, prompt: str, settings: ModelSettings,
+                       on_token: TokenCallback | None = None) -> Completion:
+        """Continue the rendered prompt until a GLM-4 stop token."""
+
+    async def generate(self, messages: list[Message], tools: list[ToolSpec], settings: ModelSettings,
+                       on_token: TokenCallback | None = None) -> ModelTurn:
+        prompt = glm4.render_prompt(messages, tools)
+        completion = await self.complete(prompt, settings, on_token)
+        return turn_from_completion(completion, tools)
+
+
+def turn_from_completion(completion: Completion, tools: list[ToolSpec]) -> ModelTurn:
+    parsed = glm4.parse_completion(completion.text, [t.name for t in tools], completion.stop_reason)
+    return ModelTurn(content=parsed.content, tool_calls=parsed.tool_calls, raw=completion.text,
+                     stop_reason=completion.stop_reason, usage=completion.usage)

@@ -1,0 +1,74 @@
+"""``ScriptedModel``: a model that says what you wrote. For tests and for testing your own tools.
+
+>>> model = ScriptedModel(["python\\nprint(1 + 1)", "\\nThe answer is 2."])
+
+Each output is a GLM-4 completion (``name\\nbody`` is a call, ``\\ntext`` an answer), a
+:class:`ModelTurn`, or the output is a function ``(messages, tools) -> str | ModelTurn``.
+:meth:`ScriptedModel.from_transcript` replays a recorded run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Sequence, Union
+
+from ..errors import ModelError
+from ..messages import Message, ToolSpec
+from ..policy import ModelSettings
+from .base import ChatModel, Completion, ModelTurn, TokenCallback, Usage, turn_from_completion
+
+Script = Union[str, ModelTurn]
+
+
+class ScriptedModel(ChatModel):
+    def __init__(self, outputs: Sequence[Script] | Callable[[list[Message], list[ToolSpec]], Script]):
+        self._outputs = outputs if callable(outputs) else list(outputs)
+        self.calls = 0
+        self.seen: list[list[Message]] = []  # the conversation at each call, for assertions in tests
+
+    @classmethod
+    def from_transcript(cls, path: str | Path) -> "ScriptedModel":
+        """Replay the model turns a transcript recorded (its ``model_turn`` events, in order)."""
+        turns = []
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                event = json.loads(line)
+                if event.get("type") == "model_turn":
+                    turns.append(ModelTurn.model_validate(event["turn"]))
+        return cls(turns)
+
+    async def generate(self, messages: list[Message], tools: list[ToolSpec], settings: ModelSettings,
+                       on_token: TokenCallback | None = None) -> ModelTurn:
+        self.seen.append(list(messages))
+        if callable(self._outputs):
+            output = self._outputs(messages, tools)
+        elif self.calls < len(self._outputs):
+            output = self._outputs[self.calls]
+        else:
+            raise ModelError(f"ScriptedModel ran out of outputs after {len(self._outputs)} turns.")
+        self.calls += 1
+        if isinstance(output, ModelTurn):
+            turn = output.model_copy(deep=True)
+            text = turn.raw or turn.content
+        else:
+            text = output
+            usage = Usage(completion_tokens=len(text.split()))
+            turn = turn_from_completion(Completion(text=text, usage=usage), tools)
+        if on_token is not None:
+            for piece in _pieces(text):
+                on_token(piece)
+        return turn
+
+
+def _pieces(text: str) -> list[str]:
+    """Split text the way a streaming model would deliver it: word by word, whitespace kept."""
+    pieces, current = [], ""
+    for ch in text:
+        current += ch
+        if ch.isspace():
+            pieces.append(current)
+            current = ""
+    if current:
+        pieces.append(current)
+    return pieces

@@ -1,0 +1,131 @@
+"""Policies: what an agent may do, loaded from TOML and validated by pydantic.
+
+A policy is a TOML file with the sections ``[agent]``, ``[model]``, ``[tools]``, ``[sandbox]``,
+``[browser]`` and ``[cogview]``. Unknown keys are errors, so a typo never silently loosens a limit.
+
+>>> policy = load_policy("strict")
+>>> policy.sandbox.network
+False
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import PolicyError
+
+POLICY_DIR = Path(__file__).parent / "policies"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AgentLimits(_Section):
+    max_steps: int = Field(20, ge=1, description="model turns per run")
+    max_tool_calls: int = Field(40, ge=0, description="tool calls per run")
+    wall_time_s: float = Field(600.0, gt=0, description="wall-clock budget per run")
+    max_repeated_calls: int = Field(3, ge=2, description="identical calls in a row before the loop stops them")
+
+
+class ModelSettings(_Section):
+    temperature: float = Field(0.0, ge=0, description="0 means greedy decoding")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(1024, ge=1)
+    constrained_calls: bool = Field(False, description="constrain tool-call JSON to the tool's schema (local models)")
+
+
+class ToolSettings(_Section):
+    enabled: list[str] = Field(default_factory=lambda: ["python", "simple_browser", "cogview"])
+    require_approval: list[str] = Field(default_factory=list, description="tools that ask before each call")
+
+
+class SandboxSettings(_Section):
+    isolation: Literal["auto", "bwrap", "landlock", "none"] = "auto"
+    memory_mb: int = Field(2048, ge=64, description="address-space limit of the kernel")
+    max_processes: int = Field(64, ge=1)
+    max_file_mb: int = Field(256, ge=1)
+    max_open_files: int = Field(256, ge=16)
+    cpu_seconds: int = Field(300, ge=1, description="CPU budget of one kernel")
+    timeout_s: float = Field(60.0, gt=0, description="wall time of one cell before interrupt")
+    output_bytes: int = Field(20_000, ge=256)
+    network: bool = False
+    pool_size: int = Field(1, ge=0, description="kernels started ahead")
+
+
+class BrowserSettings(_Section):
+    search_backend: Literal["searxng", "duckduckgo", "brave", "tavily", "zhipu"] = "duckduckgo"
+    searxng_url: str | None = None
+    allow_domains: list[str] = Field(default_factory=list)
+    deny_domains: list[str] = Field(default_factory=list)
+    allow_private_network: bool = False
+    respect_robots: bool = True
+    max_page_bytes: int = Field(5_000_000, ge=1024)
+    timeout_s: float = Field(15.0, gt=0)
+    max_results: int = Field(10, ge=1, le=50)
+
+
+class CogViewSettings(_Section):
+    model: str = "THUDM/CogView4-6B"
+    max_width: int = Field(2048, ge=64)
+    max_height: int = Field(2048, ge=64)
+    max_steps: int = Field(50, ge=1)
+    cpu_offload: bool = False
+
+
+class Policy(_Section):
+    """A whole policy. Build one in code or load it with :func:`load_policy`."""
+
+    name: str = "custom"
+    agent: AgentLimits = Field(default_factory=AgentLimits)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    tools: ToolSettings = Field(default_factory=ToolSettings)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    browser: BrowserSettings = Field(default_factory=BrowserSettings)
+    cogview: CogViewSettings = Field(default_factory=CogViewSettings)
+
+
+def builtin_policies() -> list[str]:
+    return sorted(p.stem for p in POLICY_DIR.glob("*.toml"))
+
+
+def load_policy(policy: str | Path | Policy | None = None) -> Policy:
+    """Load a policy by name (``default``, ``strict``, ``trusted``), TOML path, or pass one through."""
+    if policy is None:
+        policy = "default"
+    if isinstance(policy, Policy):
+        return policy
+    path = Path(policy)
+    if not path.suffix and not path.exists():
+        path = POLICY_DIR / f"{policy}.toml"
+        if not path.exists():
+            raise PolicyError(
+                f"Unknown policy {str(policy)!r}: use one of {', '.join(builtin_policies())} or a path to a TOML file."
+            )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PolicyError(f"Policy file {str(path)!r} does not exist.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"Policy file {str(path)!r} is not valid TOML: {exc}.") from None
+    data.setdefault("name", path.stem)
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(f"Policy file {str(path)!r}: {_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """One sentence per problem, naming the key, e.g. ``unknown key 'sandbox.memroy_mb'``."""
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown key {key!r}")
+        else:
+            problems.append(f"{key!r}: {err['msg']}")
+    return "; ".join(problems) + "."

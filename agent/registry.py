@@ -1,0 +1,165 @@
+"""The tool registry: resolves tool names, validates arguments, runs calls, turns results into observations.
+
+Nothing a tool does escapes as an exception: a bad body, invalid arguments, an unknown tool or a tool
+that raises all become error observations that say what went wrong and what shape was expected, so
+the model can try again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import numbers
+from typing import Any, Callable, Iterable
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import AgentError, ToolDefinitionError
+from .messages import Observation, ToolCall, ToolSpec
+from .policy import Policy
+from .tool import FunctionTool, Tool, ToolContext, ToolOutput, to_png_bytes
+
+# The GLM-4 All Tools, imported only when asked for (torch and jupyter are heavy).
+BUILTINS: dict[str, str] = {
+    "python": "tools.python:PythonTool",
+    "simple_browser": "tools.browser:BrowserTool",
+    "cogview": "tools.cogview:CogViewTool",
+}
+
+
+def load_builtin(name: str, policy: Policy) -> Tool:
+    if name not in BUILTINS:
+        raise ToolDefinitionError(f"Unknown built-in tool {name!r}: choose from {', '.join(BUILTINS)}.")
+    module_name, _, class_name = BUILTINS[name].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(policy=policy)
+
+
+class ToolRegistry:
+    """The tools of one agent, by name."""
+
+    def __init__(self, tools: Iterable[str | Tool | Callable[..., Any]] = (), policy: Policy | None = None):
+        self.policy = policy or Policy()
+        self._tools: dict[str, Tool] = {}
+        for item in tools:
+            self.add(item)
+
+    def add(self, item: str | Tool | Callable[..., Any]) -> Tool:
+        if isinstance(item, str):
+            new = load_builtin(item, self.policy)
+        elif isinstance(item, Tool):
+            new = item
+        elif inspect.isclass(item) and issubclass(item, Tool):
+            new = item()
+        elif callable(item):
+            new = FunctionTool(item)
+        else:
+            raise ToolDefinitionError(f"Cannot use {item!r} as a tool: pass a built-in name, a @tool function or a Tool.")
+        new.spec  # validates the signature now, not at the first call
+        if new.name in self._tools:
+            raise ToolDefinitionError(f"Two tools are named {new.name!r}: rename one with @tool(name=...).")
+        self._tools[new.name] = new
+        return new
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._tools
+
+    def __iter__(self):
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def specs(self) -> list[ToolSpec]:
+        return [tool.spec.model_copy(update={"builtin": tool.builtin}) for tool in self._tools.values()]
+
+    async def call(self, call: ToolCall, context: ToolContext) -> Observation:
+        """Run one call and return its observation; never raises for the tool's or the model's faults."""
+        tool = self._tools.get(call.name)
+        if tool is None:
+            return _error(call, f"There is no tool named {call.name!r}. Available tools: {', '.join(self.names) or 'none'}.")
+        try:
+            raw = call.arguments if call.arguments is not None else tool.parse_body(call.body)
+        except ValueError as exc:
+            return _error(call, f"Could not read the call to {tool.name!r}: {exc}. {expected_shape(tool)}")
+        try:
+            args = tool.args_model.model_validate(raw)
+        except ValidationError as exc:
+            return _error(call, f"Invalid arguments for {tool.name!r}: {describe_validation(exc)}. {expected_shape(tool)}")
+        try:
+            value = await tool.acall(args, context)
+        except AgentError as exc:
+            return _error(call, f"{tool.name} failed: {exc}")
+        except Exception as exc:  # the tool's own bug or failure: the model sees it and the run goes on
+            return _error(call, f"{tool.name} raised {type(exc).__name__}: {exc}")
+        return to_observation(call, value, context)
+
+    async def aclose(self) -> None:
+        for tool in self._tools.values():
+            await tool.aclose()
+
+
+def expected_shape(tool: Tool) -> str:
+    if tool.builtin == "python":
+        return "Send Python code as the whole message."
+    if tool.builtin == "simple_browser":
+        return 'Send one call such as search("query", recency_days=7), mclick([0, 2]) or open_url("https://...").'
+    if tool.builtin == "cogview":
+        return "Send an English description of the image."
+    return f"Expected JSON arguments matching {json.dumps(tool.spec.parameters, ensure_ascii=False)}"
+
+
+def describe_validation(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "arguments"
+        if err["type"] == "missing":
+            problems.append(f"{field!r} is required")
+        elif err["type"] == "extra_forbidden":
+            problems.append(f"{field!r} is not a parameter")
+        else:
+            problems.append(f"{field!r} {err['msg'][0].lower()}{err['msg'][1:]} (got {err.get('input')!r})")
+    return "; ".join(problems)
+
+
+def _error(call: ToolCall, text: str) -> Observation:
+    return Observation(call_id=call.id, tool=call.name, content=text, is_error=True)
+
+
+def to_observation(call: ToolCall, value: Any, context: ToolContext) -> Observation:
+    """Turn what a tool returned into what the model reads: text, JSON, or a saved image."""
+    if isinstance(value, Observation):
+        return value.model_copy(update={"call_id": call.id, "tool": call.name})
+    if isinstance(value, ToolOutput):
+        return Observation(call_id=call.id, tool=call.name, content=value.text, metadata=value.metadata,
+                           is_error=value.is_error, artifacts=value.artifacts, citations=value.citations)
+    png = to_png_bytes(value)
+    if png is not None:
+        artifact = context.save_artifact(png, tool=call.name)
+        return Observation(call_id=call.id, tool=call.name, content=f"Image saved to {artifact.path.name}.",
+                           artifacts=[artifact])
+    if value is None:
+        text = "Done (no output)."
+    elif isinstance(value, str):
+        text = value
+    elif isinstance(value, (bool, numbers.Number)):
+        text = json.dumps(value) if isinstance(value, bool) else str(value)
+    elif isinstance(value, BaseModel):
+        text = value.model_dump_json()
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=_json_default)
+        except (TypeError, ValueError):
+            text = str(value)
+    return Observation(call_id=call.id, tool=call.name, content=text)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return str(value)

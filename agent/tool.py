@@ -1,0 +1,337 @@
+"""Tools: the ``@tool`` decorator, the ``Tool`` base class for tools with state, and what they return.
+
+A tool's schema comes from its signature and its Google-style docstring:
+
+>>> @tool
+... def convert(amount: float, currency: str = "EUR") -> str:
+...     '''Convert US dollars to another currency.
+...
+...     Args:
+...         amount: amount in US dollars
+...         currency: ISO code of the target currency
+...     '''
+...     return f"{amount * 0.9:.2f} {currency}"
+>>> convert.spec.parameters["required"]
+['amount']
+
+A tool may take a parameter annotated :class:`ToolContext` (any name): it is filled in by the loop and
+left out of the schema. It gives the run's directory, the policy and per-session state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import io
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from .errors import ToolDefinitionError
+from .messages import Artifact, Citation, ToolSpec
+from .policy import Policy
+
+
+@dataclass
+class ToolContext:
+    """What the loop hands a tool: where to save files, the policy, state that lasts the session."""
+
+    run_id: str
+    artifacts_dir: Path
+    policy: Policy = field(default_factory=Policy)
+    state: dict[str, Any] = field(default_factory=dict)
+    resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    on_progress: Callable[[str, str, float | None], None] | None = None
+
+    def progress(self, tool: str, message: str, fraction: float | None = None) -> None:
+        """Report progress (e.g. diffusion steps); shown by the CLI, emitted as an event."""
+        if self.on_progress is not None:
+            self.on_progress(tool, message, fraction)
+
+    def save_artifact(self, data: bytes, *, tool: str, suffix: str = ".png", kind: str = "image",
+                      description: str = "") -> Artifact:
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        path = self.artifacts_dir / f"{tool}-{uuid.uuid4().hex[:8]}{suffix}"
+        path.write_bytes(data)
+        return Artifact(path=path, kind=kind, tool=tool, description=description)
+
+
+class ToolOutput(BaseModel):
+    """A tool's full answer, for tools that need more than a value: GLM-4 metadata, files, citations."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    text: str
+    metadata: str = ""
+    is_error: bool = False
+    artifacts: list[Artifact] = Field(default_factory=list)
+    citations: list[Citation] = Field(default_factory=list)
+
+
+class Tool:
+    """Base class of every tool. Subclass it for a tool with state and define ``forward``.
+
+    >>> class Counter(Tool):
+    ...     name = "counter"
+    ...     description = "Count up and return the total."
+    ...     def __init__(self):
+    ...         self.total = 0
+    ...     def forward(self, step: int = 1) -> int:
+    ...         self.total += step
+    ...         return self.total
+
+    ``forward`` may be sync (run in a thread) or async. Built-in GLM-4 tools set ``builtin`` and
+    override :meth:`parse_body` to read the raw text GLM-4 sends them.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    builtin: ClassVar[str | None] = None
+
+    forward: Callable[..., Any]
+
+    @property
+    def spec(self) -> ToolSpec:
+        return self._signature.spec
+
+    @property
+    def _signature(self) -> "_Signature":
+        sig = self.__dict__.get("_cached_signature")
+        if sig is None:
+            if not self.name:
+                raise ToolDefinitionError(f"{type(self).__name__} needs a `name`.")
+            sig = _Signature.of(self.forward, self.name, self.description)
+            self.__dict__["_cached_signature"] = sig
+        return sig
+
+    @property
+    def args_model(self) -> type[BaseModel]:
+        return self._signature.model
+
+    def parse_body(self, body: str) -> dict[str, Any]:
+        """Turn the raw text of a GLM-4 call into arguments. Functions take JSON (tolerantly)."""
+        return parse_json_arguments(body)
+
+    async def acall(self, args: BaseModel, context: ToolContext) -> Any:
+        kwargs = {name: getattr(args, name) for name in type(args).model_fields}
+        if self._signature.context_param:
+            kwargs[self._signature.context_param] = context
+        if inspect.iscoroutinefunction(self.forward):
+            return await self.forward(**kwargs)
+        return await asyncio.to_thread(self.forward, **kwargs)
+
+    async def aclose(self) -> None:
+        """Release what the tool holds for the whole process (kernels, pipelines)."""
+
+    def __repr__(self) -> str:
+        return f"<Tool {self.name}>"
+
+
+class FunctionTool(Tool):
+    """A tool made from a function by ``@tool``; calling it calls the function."""
+
+    def __init__(self, fn: Callable[..., Any], name: str | None = None, description: str | None = None):
+        self.fn = fn
+        self.name = name or fn.__name__  # type: ignore[misc]
+        self.description = description or ""  # type: ignore[misc]
+        self.forward = fn
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+
+def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None,
+         description: str | None = None) -> Any:
+    """Make a tool of a function (sync or async). Use as ``@tool`` or ``@tool(name="...")``."""
+    if fn is None:
+        return lambda f: FunctionTool(f, name=name, description=description)
+    return FunctionTool(fn, name=name, description=description)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Schemas from signatures
+
+
+@dataclass
+class _Signature:
+    spec: ToolSpec
+    model: type[BaseModel]
+    context_param: str | None
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any], name: str, description: str) -> "_Signature":
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}", name):
+            raise ToolDefinitionError(f"Tool name {name!r} must be letters, digits, '_' or '-' (at most 64).")
+        summary, arg_docs = parse_docstring(inspect.getdoc(fn) or "")
+        try:
+            hints = get_type_hints(fn, include_extras=True)
+        except Exception as exc:  # unresolved forward references
+            raise ToolDefinitionError(f"Tool {name!r}: cannot read its type hints ({exc}).") from None
+        fields: dict[str, Any] = {}
+        context_param = None
+        for param in inspect.signature(fn).parameters.values():
+            if param.name == "self":
+                continue
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise ToolDefinitionError(f"Tool {name!r}: *args and **kwargs cannot be described to a model.")
+            annotation = hints.get(param.name, Any)
+            if annotation is ToolContext:
+                context_param = param.name
+                continue
+            default = ... if param.default is param.empty else param.default
+            fields[param.name] = (annotation, Field(default, description=arg_docs.get(param.name)))
+        try:
+            model = create_model(f"{name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
+            schema = _clean_schema(model.model_json_schema())
+        except Exception as exc:
+            raise ToolDefinitionError(f"Tool {name!r}: its parameters cannot be turned into a schema ({exc}).") from None
+        spec = ToolSpec(name=name, description=description or summary, parameters=schema)
+        return cls(spec=spec, model=model, context_param=context_param)
+
+
+def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Drop pydantic's generated titles: they cost prompt tokens and tell a model nothing."""
+
+    def clean(node: Any, in_properties: bool = False) -> Any:
+        if isinstance(node, dict):
+            return {
+                key: clean(value, in_properties=(key in ("properties", "$defs") and not in_properties))
+                for key, value in node.items()
+                if in_properties or key != "title"
+            }
+        if isinstance(node, list):
+            return [clean(item) for item in node]
+        return node
+
+    cleaned = clean(schema)
+    cleaned.setdefault("properties", {})
+    return cleaned
+
+
+_SECTION = re.compile(r"^(Args|Arguments|Parameters|Returns|Return|Raises|Yields|Examples?|Notes?):\s*$")
+_ARG_LINE = re.compile(r"^(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+
+
+def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """Split a Google-style docstring into its summary and per-argument descriptions."""
+    summary_lines: list[str] = []
+    args: dict[str, str] = {}
+    section = None
+    current = None
+    for raw in doc.splitlines():
+        line = raw.strip()
+        header = _SECTION.match(line)
+        if header and not raw.startswith((" ", "\t")):
+            section = header.group(1)
+            current = None
+            continue
+        if section is None:
+            summary_lines.append(line)
+        elif section in ("Args", "Arguments", "Parameters") and line:
+            match = _ARG_LINE.match(line)
+            indent = len(raw) - len(raw.lstrip())
+            if match and (current is None or indent <= args_indent):
+                current = match.group(1).lstrip("*")
+                args_indent = indent
+                args[current] = match.group(2).strip()
+            elif current is not None:
+                args[current] = f"{args[current]} {line}".strip()
+    summary = "\n".join(summary_lines).strip()
+    return re.sub(r"\n{3,}", "\n\n", summary), args
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tolerant JSON, for models that write almost-JSON
+
+_FENCE = re.compile(r"^\s*```[\w-]*\s*\n?(.*?)\n?\s*```", re.S)
+
+
+def strip_fence(text: str) -> str:
+    """The inside of a Markdown code fence if the text starts with one, else the text."""
+    match = _FENCE.match(text)
+    return match.group(1) if match else text.strip()
+
+
+def parse_json_arguments(body: str) -> dict[str, Any]:
+    """Parse a JSON object the way a forgiving reader would.
+
+    Accepts code fences, text after the object, single quotes, trailing commas, Python literals
+    (True/False/None). Raises ``ValueError`` with a short reason when it still is not an object.
+    """
+    text = strip_fence(body)
+    if not text:
+        return {}
+    start = text.find("{")
+    if start < 0:
+        raise ValueError("expected a JSON object such as {\"name\": value}")
+    candidate = _balanced_object(text, start)
+    for attempt in (candidate, _loosen(candidate)):
+        try:
+            value = json.loads(attempt)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    try:  # Python-literal style: {'a': True}
+        import ast
+
+        value = ast.literal_eval(candidate)
+        if isinstance(value, dict):
+            return value
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        pass
+    raise ValueError("the arguments are not a valid JSON object")
+
+
+def _balanced_object(text: str, start: int) -> str:
+    """The substring from ``start`` to the brace that closes it (string-aware), or the rest."""
+    depth = 0
+    quote = None
+    escaped = False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start : i + 1]
+    return text[start:]
+
+
+def _loosen(text: str) -> str:
+    text = re.sub(r",\s*([}\]])", r"\1", text)  # trailing commas
+    text = re.sub(r"\bTrue\b", "true", text)
+    text = re.sub(r"\bFalse\b", "false", text)
+    text = re.sub(r"\bNone\b", "null", text)
+    if "'" in text and '"' not in text:
+        text = text.replace("'", '"')
+    return text
+
+
+def to_png_bytes(value: Any) -> bytes | None:
+    """PNG bytes of a value that is an image (PNG bytes or a PIL image), else ``None``."""
+    if isinstance(value, (bytes, bytearray)) and bytes(value[:8]) == b"\x89PNG\r\n\x1a\n":
+        return bytes(value)
+    if type(value).__module__.startswith("PIL.") and hasattr(value, "save"):
+        buffer = io.BytesIO()
+        value.save(buffer, format="PNG")
+        return buffer.getvalue()
+    return None
