@@ -43,8 +43,19 @@ class Artifact(BaseModel):
     description: str = ""
 
 
+class ObservationPart(BaseModel):
+    """One GLM-4 observation turn, when a call answers with several (``mclick``: one quote a page)."""
+
+    metadata: str = ""
+    content: str
+
+
 class Observation(BaseModel):
-    """What a tool call returns to the model."""
+    """What a tool call returns to the model.
+
+    ``parts``, when set, are rendered as one GLM-4 observation turn each; ``content`` then holds them
+    joined, for chat APIs that take one tool message per call.
+    """
 
     call_id: str
     tool: str
@@ -53,6 +64,7 @@ class Observation(BaseModel):
     is_error: bool = False
     artifacts: list[Artifact] = Field(default_factory=list)
     citations: list[Citation] = Field(default_factory=list)
+    parts: list[ObservationPart] = Field(default_factory=list)
 
 
 class Message(BaseModel):

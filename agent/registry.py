@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 from pydantic import BaseModel, ValidationError
 
 from .errors import AgentError, ToolDefinitionError
-from .messages import Observation, ToolCall, ToolSpec
+from .messages import Observation, ObservationPart, ToolCall, ToolSpec
 from .policy import Policy
 from .tool import FunctionTool, Tool, ToolContext, ToolOutput, to_png_bytes
 
@@ -136,8 +136,14 @@ def to_observation(call: ToolCall, value: Any, context: ToolContext) -> Observat
     if isinstance(value, Observation):
         return value.model_copy(update={"call_id": call.id, "tool": call.name})
     if isinstance(value, ToolOutput):
-        return Observation(call_id=call.id, tool=call.name, content=value.text, metadata=value.metadata,
-                           is_error=value.is_error, artifacts=value.artifacts, citations=value.citations)
+        value = [value]
+    if isinstance(value, list) and value and all(isinstance(v, ToolOutput) for v in value):
+        return Observation(
+            call_id=call.id, tool=call.name, content="\n\n".join(v.text for v in value),
+            metadata=value[0].metadata, is_error=all(v.is_error for v in value),
+            artifacts=[a for v in value for a in v.artifacts], citations=[c for v in value for c in v.citations],
+            parts=[ObservationPart(metadata=v.metadata, content=v.text) for v in value] if len(value) > 1 else [],
+        )
     png = to_png_bytes(value)
     if png is not None:
         artifact = context.save_artifact(png, tool=call.name)
