@@ -17,15 +17,17 @@ Role = Literal["system", "user", "assistant", "observation"]
 class ToolCall(BaseModel):
     """One call the model asked for.
 
-    ``body`` is the call exactly as the model wrote it (GLM-4 writes raw code for ``python``, call
-    syntax for ``simple_browser``, JSON for functions); ``arguments`` is set when the backend already
-    parsed them (chat APIs with native tool calls).
+    ``body`` is the call exactly as the model wrote it. With ``syntax="glm4"`` it is what GLM-4 sends
+    (raw code for ``python``, call syntax for ``simple_browser``, JSON for functions); with
+    ``syntax="json"`` (chat APIs' native tool calls) it is always a JSON object. ``arguments`` is set
+    when the backend already parsed them.
     """
 
     id: str
     name: str
     body: str = ""
     arguments: dict[str, Any] | None = None
+    syntax: Literal["glm4", "json"] = "glm4"
 
 
 class Citation(BaseModel):

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from .errors import AgentError, ToolDefinitionError
 from .messages import Observation, ObservationPart, ToolCall, ToolSpec
 from .policy import Policy
-from .tool import FunctionTool, Tool, ToolContext, ToolOutput, to_png_bytes
+from .tool import FunctionTool, Tool, ToolContext, ToolOutput, parse_json_arguments, to_png_bytes
 
 # The GLM-4 All Tools, imported only when asked for (torch and jupyter are heavy).
 BUILTINS: dict[str, str] = {
@@ -84,7 +84,12 @@ class ToolRegistry:
         if tool is None:
             return _error(call, f"There is no tool named {call.name!r}. Available tools: {', '.join(self.names) or 'none'}.")
         try:
-            raw = call.arguments if call.arguments is not None else tool.parse_body(call.body)
+            if call.arguments is not None:
+                raw = call.arguments
+            elif call.syntax == "json":
+                raw = parse_json_arguments(call.body)
+            else:
+                raw = tool.parse_body(call.body)
         except ValueError as exc:
             return _error(call, f"Could not read the call to {tool.name!r}: {exc}. {expected_shape(tool)}")
         try:
