@@ -1,0 +1,260 @@
+"""The ``agent`` command: ``agent run TASK``, ``agent chat``, ``agent tools``.
+
+Exit codes: 0 answered, 1 error, 2 bad usage, 3 budget exhausted before an answer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import traceback
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+from rich.console import Console
+from rich.prompt import Confirm
+from rich.table import Table
+
+from .errors import AgentError, ToolDefinitionError
+from .events import RunFinished
+from .loop import Agent
+from .messages import ToolCall
+from .models.base import ChatModel
+from .policy import load_policy
+from .registry import BUILTINS
+from .tool import Tool
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="A tool-using agent modelled on GLM-4 All Tools.")
+err = Console(stderr=True, soft_wrap=True)
+
+EXIT_ERROR, EXIT_BUDGET = 1, 3
+
+
+class Backend(str, Enum):
+    chat = "chat"
+    completions = "completions"
+
+
+# Options shared by `run` and `chat`.
+ModelOpt = typer.Option(None, "--model", "-m", help="Local model id or path; with --base-url, the served model's name.")
+BaseUrlOpt = typer.Option(None, "--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1.")
+ApiKeyOpt = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY", help="API key (default: $OPENAI_API_KEY).")
+BackendOpt = typer.Option(None, "--backend", help="With --base-url: 'chat' (native tool calls, default) or "
+                                                  "'completions' (GLM-4 prompt rendered here).")
+ToolsOpt = typer.Option(None, "--tools", help="Comma-separated built-ins (python,simple_browser,cogview) or 'none'. "
+                                              "Default: those the policy enables.")
+ModuleOpt = typer.Option(None, "--tools-module", help="A module or .py file whose @tool functions are added "
+                                                      "(repeatable).")
+PolicyOpt = typer.Option("default", "--policy", help="default, strict, trusted, or a TOML file.")
+MaxStepsOpt = typer.Option(None, "--max-steps", min=1, help="Override the policy's [agent] max_steps.")
+TranscriptOpt = typer.Option(None, "--transcript", help="Append every event to this JSONL file.")
+SystemOpt = typer.Option(None, "--system-prompt", help="Text for the system message.")
+YesOpt = typer.Option(False, "--yes", "-y", help="Approve every call of tools the policy marks require_approval.")
+DebugOpt = typer.Option(False, "--debug", help="Show tracebacks.")
+
+
+@app.command()
+def run(
+    task: str = typer.Argument(..., help="What the agent should do."),
+    model: Optional[str] = ModelOpt, base_url: Optional[str] = BaseUrlOpt, api_key: Optional[str] = ApiKeyOpt,
+    backend: Optional[Backend] = BackendOpt, tools: Optional[str] = ToolsOpt,
+    tools_module: Optional[List[str]] = ModuleOpt, policy: str = PolicyOpt, max_steps: Optional[int] = MaxStepsOpt,
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON event per line; the last is the result."),
+    transcript: Optional[Path] = TranscriptOpt, system_prompt: Optional[str] = SystemOpt, yes: bool = YesOpt,
+    debug: bool = DebugOpt,
+) -> None:
+    """Run one task and print the answer."""
+    with _errors(debug):
+        agent = _build_agent(model, base_url, api_key, backend, tools, tools_module, policy, max_steps, transcript,
+                             system_prompt, yes, interactive=not json_output)
+        console = Console()
+        from .display import EventDisplay
+
+        display = EventDisplay(console, errors=err)
+        result = None
+        try:
+            for event in agent.stream(task):
+                if json_output:
+                    sys.stdout.write(event.model_dump_json() + "\n")
+                    sys.stdout.flush()
+                else:
+                    display.show(event)
+                if isinstance(event, RunFinished):
+                    result = event.result
+        finally:
+            agent.close()
+        if result is None or result.status == "error":
+            if json_output and result is not None:  # the display already said it otherwise
+                err.print(f"[red]error:[/red] {result.error}", highlight=False)
+            raise typer.Exit(EXIT_ERROR)
+        if result.status == "budget_exhausted":
+            raise typer.Exit(EXIT_BUDGET)
+
+
+@app.command()
+def chat(
+    model: Optional[str] = ModelOpt, base_url: Optional[str] = BaseUrlOpt, api_key: Optional[str] = ApiKeyOpt,
+    backend: Optional[Backend] = BackendOpt, tools: Optional[str] = ToolsOpt,
+    tools_module: Optional[List[str]] = ModuleOpt, policy: str = PolicyOpt, max_steps: Optional[int] = MaxStepsOpt,
+    transcript: Optional[Path] = TranscriptOpt, system_prompt: Optional[str] = SystemOpt, yes: bool = YesOpt,
+    debug: bool = DebugOpt,
+) -> None:
+    """Talk with the agent over several turns. /exit or Ctrl-D quits, /new starts a fresh conversation."""
+    with _errors(debug):
+        agent = _build_agent(model, base_url, api_key, backend, tools, tools_module, policy, max_steps, transcript,
+                             system_prompt, yes, interactive=True)
+        from .display import EventDisplay
+
+        console = Console()
+        display = EventDisplay(console, errors=err)
+        session = agent.chat()
+        try:
+            while True:
+                try:
+                    text = console.input("[bold]you> ").strip()
+                except (EOFError, KeyboardInterrupt):
+                    console.print()
+                    break
+                if text in ("/exit", "/quit"):
+                    break
+                if text == "/new":
+                    session.close()
+                    session = agent.chat()
+                    continue
+                if text:
+                    for event in session.stream(text):
+                        display.show(event)
+        finally:
+            session.close()
+            agent.close()
+
+
+@app.command("tools")
+def list_tools(
+    tools: Optional[str] = ToolsOpt, tools_module: Optional[List[str]] = ModuleOpt, policy: str = PolicyOpt,
+    json_output: bool = typer.Option(False, "--json", help="Print the schemas as JSON."), debug: bool = DebugOpt,
+) -> None:
+    """List the tools an agent would have, with their schemas."""
+    with _errors(debug):
+        loaded_policy = load_policy(policy)
+        names = _builtin_names(tools, loaded_policy.tools.enabled)
+        registry_items: list = list(names)
+        for module in tools_module or []:
+            registry_items += load_tools_module(module)
+        from .registry import ToolRegistry
+
+        registry = ToolRegistry(registry_items, policy=loaded_policy)
+        specs = registry.specs()
+        if json_output:
+            import json
+
+            print(json.dumps([spec.model_dump() for spec in specs], indent=2, ensure_ascii=False))
+            return
+        table = Table("tool", "kind", "description / parameters", show_lines=True)
+        for spec in specs:
+            if spec.builtin:
+                detail = spec.description or f"GLM-4 built-in `{spec.builtin}`"
+            else:
+                params = ", ".join(f"{name}: {schema.get('type', 'any')}"
+                                   for name, schema in spec.parameters.get("properties", {}).items())
+                detail = f"{spec.description}\n({params})"
+            table.add_row(spec.name, "built-in" if spec.builtin else "function", detail)
+        Console().print(table)
+
+
+def _build_agent(model: str | None, base_url: str | None, api_key: str | None, backend: Backend | None,
+                 tools: str | None, tools_module: list[str] | None, policy: str, max_steps: int | None,
+                 transcript: Path | None, system_prompt: str | None, yes: bool, interactive: bool) -> Agent:
+    loaded_policy = load_policy(policy)
+    if max_steps is not None:
+        loaded_policy.agent.max_steps = max_steps
+    items: list = list(_builtin_names(tools, loaded_policy.tools.enabled))
+    for module in tools_module or []:
+        items += load_tools_module(module)
+    approve = (lambda call: True) if yes else (_ask_approval if interactive and sys.stdin.isatty() else None)
+    return Agent(model=build_model(model, base_url, api_key, backend), tools=items, policy=loaded_policy,
+                 system_prompt=system_prompt, approve=approve, transcript=transcript)
+
+
+def build_model(model: str | None, base_url: str | None, api_key: str | None,
+                backend: Backend | None = None) -> ChatModel:
+    """The backend the CLI flags describe: served (chat or completions) with --base-url, else local."""
+    from . import models
+
+    if base_url:
+        if not model:
+            raise AgentError("--model is required with --base-url: give the name the server serves the model under.")
+        if backend == Backend.completions:
+            return models.CompletionsModel(base_url, model, api_key=api_key)
+        return models.OpenAIChatModel(base_url, model, api_key=api_key)
+    if backend is not None:
+        raise AgentError("--backend only applies to served models: add --base-url URL.")
+    return models.TransformersModel(model) if model else models.TransformersModel()
+
+
+def _builtin_names(tools: str | None, enabled: list[str]) -> list[str]:
+    if tools is None:
+        return [name for name in enabled if name in BUILTINS]
+    names = [name.strip() for name in tools.split(",") if name.strip() and name.strip() != "none"]
+    unknown = [name for name in names if name not in BUILTINS]
+    if unknown:
+        raise ToolDefinitionError(f"Unknown built-in tool {unknown[0]!r}: choose from {', '.join(BUILTINS)}.")
+    return names
+
+
+def load_tools_module(spec: str) -> list[Tool]:
+    """Every tool defined at the top level of a module name or a ``.py`` file."""
+    path = Path(spec)
+    try:
+        if path.suffix == ".py" or path.exists():
+            if not path.exists():
+                raise ToolDefinitionError(f"Tools module {spec!r} does not exist.")
+            module_spec = importlib.util.spec_from_file_location(f"_agent_tools_{path.stem}", path)
+            assert module_spec is not None and module_spec.loader is not None
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(spec)
+    except AgentError:
+        raise
+    except Exception as exc:
+        raise ToolDefinitionError(f"Could not import tools module {spec!r}: {type(exc).__name__}: {exc}") from None
+    found = [value for value in vars(module).values() if isinstance(value, Tool)]
+    if not found:
+        raise ToolDefinitionError(f"Tools module {spec!r} defines no @tool functions or Tool objects.")
+    return found
+
+
+def _ask_approval(call: ToolCall) -> bool:
+    return Confirm.ask(f"Run [cyan]{call.name}[/cyan] with {call.body or call.arguments}?", console=err)
+
+
+@contextmanager
+def _errors(debug: bool) -> Iterator[None]:
+    """One clear line on stderr instead of a traceback (unless --debug)."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except AgentError as exc:
+        if debug:
+            traceback.print_exc()
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/yellow]")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,444 @@
+"""The agent loop: task → model → tool calls → observations → … → final answer.
+
+The whole loop is :meth:`ChatSession._run` below. Everything it does is announced as a typed event
+(``agent.events``); ``arun``/``astream`` are the async core, ``run``/``stream`` their sync twins, and
+``Agent.chat()`` keeps one conversation (and one python kernel, one browser history) across turns.
+
+>>> agent = Agent(model=ScriptedModel(["\\nHello!"]), tools=[])
+>>> agent.run("Say hello").answer
+'Hello!'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import queue
+import re
+import threading
+import time
+import uuid
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+
+from .errors import AgentError, ToolDefinitionError
+from .events import (Event, FinalAnswer, ModelTurnEvent, RunError, RunFinished, RunResult, RunStarted, Step,
+                     StepStarted, Timings, Token, ToolCallEvent, ToolProgress, ToolResult)
+from .messages import Citation, Message, Observation, ToolCall
+from .models.base import ChatModel, ModelTurn, Usage
+from .policy import Policy, load_policy
+from .registry import BUILTINS, ToolRegistry
+from .tool import Tool, ToolContext
+from .transcript import TranscriptWriter
+
+ToolLike = str | Tool | Callable[..., Any]
+Approver = Callable[[ToolCall], bool | Awaitable[bool]]
+
+_CITATION = re.compile(r"【([^†】]+)†[^】]*】")
+
+BUDGET_NOTE = ("You have used up your budget for this task ({reason}). Tools will not run any more: "
+               "answer the user now with what you have found.")
+
+
+class Agent:
+    """A tool-using agent.
+
+    Args:
+        model: a ``ChatModel``; by default the local GLM-4-9B on transformers, loaded on first use.
+        tools: built-in names (``"python"``, ``"simple_browser"``, ``"cogview"``), ``@tool`` functions
+            or ``Tool`` objects. By default the built-ins the policy enables.
+        policy: ``"default"``, ``"strict"``, ``"trusted"``, a TOML path or a ``Policy``.
+        system_prompt: text for the system message. By default the agent adds none of its own.
+        approve: called for tools the policy lists under ``require_approval``; returns True to run it.
+        runs_dir: where each session's files (images, plots) go: ``runs_dir/<session id>/``.
+        transcript: a JSONL file every event is appended to.
+    """
+
+    def __init__(self, model: ChatModel | None = None, tools: Iterable[ToolLike] | None = None,
+                 policy: str | Path | Policy | None = "default", system_prompt: str | None = None, *,
+                 approve: Approver | None = None, runs_dir: str | Path = "agent_runs",
+                 transcript: str | Path | None = None):
+        self.policy = load_policy(policy)
+        self._model = model
+        self.system_prompt = system_prompt
+        self.approve = approve
+        self.runs_dir = Path(runs_dir)
+        self.transcript = TranscriptWriter(transcript) if transcript else None
+        if tools is None:
+            tools = [name for name in self.policy.tools.enabled if name in BUILTINS]
+        for item in tools:
+            if isinstance(item, str) and item not in self.policy.tools.enabled:
+                raise ToolDefinitionError(
+                    f"The policy {self.policy.name!r} does not enable the {item!r} tool: add it to [tools] enabled.")
+        self.tools = ToolRegistry(tools, policy=self.policy)
+        self._loop_thread: _LoopThread | None = None
+
+    @property
+    def model(self) -> ChatModel:
+        if self._model is None:
+            from .models import TransformersModel
+
+            self._model = TransformersModel()
+        return self._model
+
+    def chat(self) -> "ChatSession":
+        """A conversation that keeps its history, kernel and browser state across turns.
+
+        >>> with agent.chat() as session:          # doctest: +SKIP
+        ...     session.run("Define x = 7 in python")
+        ...     session.run("Now square x")
+        """
+        return ChatSession(self)
+
+    # One-shot runs: a session of one turn.
+    async def arun(self, task: str) -> RunResult:
+        async with self.chat() as session:
+            return await session.arun(task)
+
+    async def astream(self, task: str) -> AsyncIterator[Event]:
+        async with self.chat() as session:
+            async for event in session.astream(task):
+                yield event
+
+    def run(self, task: str) -> RunResult:
+        return self._sync(self.arun(task))
+
+    def stream(self, task: str) -> Iterator[Event]:
+        return self._sync_iter(self.astream(task))
+
+    async def aclose(self) -> None:
+        await self.tools.aclose()
+        if self._model is not None:
+            await self._model.aclose()
+        if self.transcript:
+            self.transcript.close()
+
+    def close(self) -> None:
+        if self._loop_thread is not None:
+            self._sync(self.aclose())
+            self._loop_thread.stop()
+            self._loop_thread = None
+        else:
+            asyncio.run(self.aclose())
+
+    def __enter__(self) -> "Agent":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "Agent":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # Sync twins run on one private event loop, so kernels and HTTP clients outlive a single call.
+    def _sync(self, coro: Awaitable[Any]) -> Any:
+        if self._loop_thread is None:
+            self._loop_thread = _LoopThread()
+        return self._loop_thread.run(coro)
+
+    def _sync_iter(self, agen: AsyncIterator[Event]) -> Iterator[Event]:
+        if self._loop_thread is None:
+            self._loop_thread = _LoopThread()
+        return self._loop_thread.iterate(agen)
+
+
+class ChatSession:
+    """One conversation with an agent. Use ``agent.chat()``; close it (or use ``with``) when done."""
+
+    def __init__(self, agent: Agent):
+        self.agent = agent
+        self.id = uuid.uuid4().hex[:12]
+        self.messages: list[Message] = []
+        if agent.system_prompt:
+            self.messages.append(Message(role="system", content=agent.system_prompt))
+        self._turns = 0
+        self._run_id = ""
+        self._resources = AsyncExitStack()
+        self._context = ToolContext(run_id=self.id, artifacts_dir=agent.runs_dir / self.id, policy=agent.policy,
+                                    resources=self._resources)
+
+    async def arun(self, task: str) -> RunResult:
+        result = None
+        async for event in self.astream(task):
+            if isinstance(event, RunFinished):
+                result = event.result
+        assert result is not None
+        return result
+
+    async def astream(self, task: str) -> AsyncIterator[Event]:
+        """Run one user turn, yielding its events; the last one is ``RunFinished``."""
+        events: asyncio.Queue[Event | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+
+        def emit(event: Event) -> None:
+            if self.agent.transcript:
+                self.agent.transcript.write(event)
+            if threading.get_ident() == loop_thread:
+                events.put_nowait(event)
+            else:  # tokens and progress may come from worker threads
+                loop.call_soon_threadsafe(events.put_nowait, event)
+
+        async def produce() -> None:
+            try:
+                await self._run(task, emit)
+            finally:
+                loop.call_soon(events.put_nowait, None)  # after any events still queued from threads
+
+        producer = asyncio.create_task(produce())
+        try:
+            while (event := await events.get()) is not None:
+                yield event
+            await producer
+        finally:
+            if not producer.done():
+                producer.cancel()
+                await asyncio.gather(producer, return_exceptions=True)
+
+    def run(self, task: str) -> RunResult:
+        return self.agent._sync(self.arun(task))
+
+    def stream(self, task: str) -> Iterator[Event]:
+        return self.agent._sync_iter(self.astream(task))
+
+    async def aclose(self) -> None:
+        await self._resources.aclose()
+
+    def close(self) -> None:
+        self.agent._sync(self.aclose())
+
+    async def __aenter__(self) -> "ChatSession":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> "ChatSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------------
+    # The loop
+
+    async def _run(self, task: str, emit: Callable[[Event], None]) -> RunResult:
+        agent, limits = self.agent, self.agent.policy.agent
+        self._turns += 1
+        run_id = self._run_id = f"{self.id}-{self._turns}"
+        started = time.monotonic()
+        deadline = started + limits.wall_time_s
+        clock = lambda: round(time.monotonic() - started, 4)  # noqa: E731
+        result = RunResult(run_id=run_id, task=task)
+        citations: dict[str, Citation] = {}
+        self._context.on_progress = lambda tool, message, fraction: emit(
+            ToolProgress(run_id=run_id, t=clock(), tool=tool, message=message, fraction=fraction))
+        repeats = _RepeatGuard(limits.max_repeated_calls)
+        tool_calls = 0
+
+        self.messages.append(Message(role="user", content=task))
+        try:
+            model = agent.model
+            emit(RunStarted(run_id=run_id, t=clock(), task=task, model=model.name, tools=agent.tools.names))
+            specs = agent.tools.specs()
+            answered = False
+            budget_reason = f"the limit of {limits.max_steps} steps"
+            for index in range(1, limits.max_steps + 1):
+                if tool_calls >= limits.max_tool_calls:
+                    budget_reason = f"the limit of {limits.max_tool_calls} tool calls"
+                    break
+                if time.monotonic() >= deadline:
+                    budget_reason = f"the wall-time limit of {limits.wall_time_s:g} s"
+                    break
+                step = Step(index=index)
+                result.steps.append(step)
+                emit(StepStarted(run_id=run_id, t=clock(), step=index))
+                turn = await self._model_turn(model, specs, step, emit, clock, deadline - time.monotonic())
+                if turn is None:
+                    budget_reason = f"the wall-time limit of {limits.wall_time_s:g} s"
+                    break
+                if not turn.tool_calls:
+                    result.answer, answered = turn.answer or "", True
+                    break
+                step.thought, step.tool_calls = turn.content, turn.tool_calls
+                allowed = max(0, limits.max_tool_calls - tool_calls)
+                tool_calls += len(turn.tool_calls)
+                tools_started = time.monotonic()
+                step.observations = await self._call_tools(turn.tool_calls, allowed, repeats, step, emit, clock,
+                                                           deadline)
+                step.tools_s = time.monotonic() - tools_started
+            if not answered:
+                await self._last_turn(model, specs, budget_reason, result, emit, clock)
+        except AgentError as exc:
+            result.status, result.error = "error", str(exc)
+            emit(RunError(run_id=run_id, t=clock(), message=str(exc)))
+        except Exception as exc:  # a bug or a backend failure we did not foresee: reported, not raised
+            result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
+            emit(RunError(run_id=run_id, t=clock(), message=result.error))
+
+        for step in result.steps:
+            result.usage = result.usage + step.usage
+            for observation in step.observations:
+                result.artifacts.extend(observation.artifacts)
+                citations.update({c.id: c for c in observation.citations})
+        result.citations = _cited(result.answer, citations)
+        result.timings = Timings(total_s=time.monotonic() - started,
+                                 model_s=sum(s.model_s for s in result.steps),
+                                 tools_s=sum(s.tools_s for s in result.steps))
+        if result.status != "error":
+            emit(FinalAnswer(run_id=run_id, t=clock(), answer=result.answer, citations=result.citations))
+        emit(RunFinished(run_id=run_id, t=clock(), result=result))
+        return result
+
+    async def _model_turn(self, model: ChatModel, specs: list, step: Step, emit: Callable[[Event], None],
+                          clock: Callable[[], float], time_left: float | None) -> ModelTurn | None:
+        """Ask the model for one turn and record it; ``None`` when the wall time ran out first."""
+
+        def on_token(text: str) -> None:
+            emit(Token(run_id=self._run_id, t=clock(), step=step.index, text=text))
+
+        started = time.monotonic()
+        generate = model.generate(self.messages, specs, self.agent.policy.model, on_token)
+        try:
+            turn = await asyncio.wait_for(generate, timeout=time_left) if time_left is not None else await generate
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            step.model_s = time.monotonic() - started
+        step.usage = turn.usage
+        self.messages.append(turn.as_message())
+        emit(ModelTurnEvent(run_id=self._run_id, t=clock(), step=step.index, turn=turn))
+        return turn
+
+    async def _call_tools(self, calls: list[ToolCall], allowed: int, repeats: "_RepeatGuard", step: Step,
+                          emit: Callable[[Event], None], clock: Callable[[], float],
+                          deadline: float) -> list[Observation]:
+        """Run a turn's calls concurrently; refusals and failures come back as error observations."""
+        run_id = self._run_id
+
+        async def one(position: int, call: ToolCall) -> Observation:
+            emit(ToolCallEvent(run_id=run_id, t=clock(), step=step.index, call=call))
+            refusal = None
+            if position >= allowed:
+                refusal = "Not run: the tool-call budget of this task is used up."
+            elif repeats.is_repeat(call):
+                refusal = (f"Not run: this exact call was made {repeats.limit} times in a row. "
+                           "Use the results you already have, or try something different.")
+            elif not await self._approved(call):
+                refusal = f"Not run: the user did not approve this call to {call.name!r}."
+            if refusal is not None:
+                observation = Observation(call_id=call.id, tool=call.name, content=refusal, is_error=True)
+            else:
+                try:
+                    observation = await asyncio.wait_for(self.agent.tools.call(call, self._context),
+                                                         timeout=max(0.0, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    observation = Observation(call_id=call.id, tool=call.name, is_error=True,
+                                              content="Not finished: the task's wall-time limit ran out.")
+            emit(ToolResult(run_id=run_id, t=clock(), step=step.index, observation=observation))
+            return observation
+
+        observations = list(await asyncio.gather(*(one(i, call) for i, call in enumerate(calls))))
+        for observation in observations:
+            self.messages.extend(observation_messages(observation))
+        return observations
+
+    async def _approved(self, call: ToolCall) -> bool:
+        if call.name not in self.agent.policy.tools.require_approval:
+            return True
+        if self.agent.approve is None:
+            return False
+        verdict = self.agent.approve(call)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+        return bool(verdict)
+
+    async def _last_turn(self, model: ChatModel, specs: list, reason: str, result: RunResult,
+                         emit: Callable[[Event], None], clock: Callable[[], float]) -> None:
+        """Out of budget: one more turn in which the model answers and no tool runs."""
+        self.messages.append(Message(role="user", content=BUDGET_NOTE.format(reason=reason)))
+        step = Step(index=len(result.steps) + 1)
+        result.steps.append(step)
+        emit(StepStarted(run_id=result.run_id, t=clock(), step=step.index))
+        grace = max(10.0, self.agent.policy.agent.wall_time_s * 0.1)
+        turn = await self._model_turn(model, specs, step, emit, clock, grace)
+        result.status = "budget_exhausted"
+        result.answer = turn.content.strip() if turn is not None else ""
+
+def observation_messages(observation: Observation) -> list[Message]:
+    """The conversation messages of one observation: one GLM-4 observation turn per part."""
+    parts = observation.parts or [observation]
+    return [Message(role="observation", content=part.content, metadata=part.metadata,
+                    tool_call_id=observation.call_id, name=observation.tool) for part in parts]
+
+
+class _RepeatGuard:
+    """Notices the same call (same tool, same arguments) made ``limit`` times in a row."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._last: str | None = None
+        self._count = 0
+
+    def is_repeat(self, call: ToolCall) -> bool:
+        key = json.dumps([call.name, call.arguments, call.body.strip()], sort_keys=True, default=str)
+        self._count = self._count + 1 if key == self._last else 1
+        self._last = key
+        return self._count >= self.limit
+
+
+def _cited(answer: str, citations: dict[str, Citation]) -> list[Citation]:
+    """The citations an answer refers to with ``【id†text】``, in order of first mention."""
+    found: dict[str, Citation] = {}
+    for match in _CITATION.finditer(answer):
+        key = match.group(1).strip()
+        if key in citations and key not in found:
+            found[key] = citations[key]
+    return list(found.values())
+
+
+class _LoopThread:
+    """A private event loop on a daemon thread, so sync calls work inside Jupyter and keep resources alive."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="agent-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Awaitable[Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()  # type: ignore[arg-type]
+
+    def iterate(self, agen: AsyncIterator[Event]) -> Iterator[Event]:
+        items: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+        async def pump() -> None:
+            try:
+                async for item in agen:
+                    items.put(("event", item))
+            except BaseException as exc:  # handed to the consuming thread
+                items.put(("error", exc))
+            finally:
+                items.put(("done", None))
+
+        future = asyncio.run_coroutine_threadsafe(pump(), self.loop)
+        try:
+            while True:
+                kind, value = items.get()
+                if kind == "event":
+                    yield value
+                elif kind == "error":
+                    raise value
+                else:
+                    return
+        finally:
+            if not future.done():
+                future.cancel()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)

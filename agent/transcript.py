@@ -1,0 +1,35 @@
+"""JSONL transcripts: one event per line, flushed as it happens, so a crash loses nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO
+
+from .events import Event, parse_event
+
+
+class TranscriptWriter:
+    """Appends events to a JSONL file. Token events are left out: the model turn carries the text."""
+
+    def __init__(self, path: str | Path, *, include_tokens: bool = False):
+        self.path = Path(path)
+        self.include_tokens = include_tokens
+        self._file: IO[str] | None = None
+
+    def write(self, event: Event) -> None:
+        if event.type == "token" and not self.include_tokens:
+            return
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
+        self._file.write(event.model_dump_json() + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_transcript(path: str | Path) -> list[Event]:
+    return [parse_event(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
