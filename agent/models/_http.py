@@ -1,0 +1,390 @@
+"""HTTP plumbing shared by the served-model backends: one client, retries, clear errors, SSE.
+
+Both :class:`~agent.models.openai.OpenAIChatModel` and :class:`~agent.models.completions.CompletionsModel`
+talk to an OpenAI-compatible server (vLLM, SGLang, a hosted API). What they share lives here:
+
+- ``base_url`` handling: ``http://host:8000`` and ``http://host:8000/v1`` mean the same server;
+- retries with exponential backoff on connect errors, 429 and 5xx, honouring ``Retry-After``;
+- HTTP failures turned into one-sentence errors (:class:`ModelAuthError`, :class:`ModelNotFoundError`,
+  :class:`ModelConnectionError`, :class:`ModelError`) that say what went wrong and how to fix it;
+- a Server-Sent Events reader for ``stream=True`` responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import os
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from ..errors import ModelAuthError, ModelConnectionError, ModelError, ModelNotFoundError
+from ..policy import ModelSettings
+from .base import Usage
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
+# Transport failures that happen before the server did any work worth keeping: safe to send again.
+RETRYABLE_TRANSPORT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.RemoteProtocolError,
+                       httpx.ReadError, httpx.WriteError)
+
+
+def normalize_base_url(base_url: str) -> str:
+    """The API root requests are made under, without a trailing slash.
+
+    A bare server address gets ``/v1`` (``http://localhost:8000`` → ``http://localhost:8000/v1``); any
+    other path is kept as given (hosted APIs use roots such as ``/api/paas/v4``); an endpoint pasted by
+    mistake (``…/v1/chat/completions``) is cut back to its root.
+    """
+    url = base_url.strip()
+    if "://" not in url:
+        raise ValueError(f"base_url {base_url!r} is not a URL: pass one such as http://localhost:8000/v1.")
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    for endpoint in ("/chat/completions", "/completions"):
+        if path.endswith(endpoint):
+            path = path[: -len(endpoint)]
+            break
+    if not path:
+        path = "/v1"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+class _RetryableStatus(Exception):
+    """A 429/5xx answer: worth another try, after ``retry_after`` seconds when the server said so."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+class ServerClient:
+    """An ``httpx.AsyncClient`` for one API root, with retries and clear errors.
+
+    The client is created lazily inside the running event loop and recreated when a later call
+    runs on another loop (each sync ``Agent.run`` uses its own), since pooled connections belong
+    to the loop that opened them.
+    """
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, *, timeout: float = 600.0,
+                 connect_timeout: float = 10.0, max_retries: int = 3, backoff: float = 0.5,
+                 max_backoff: float = 20.0, max_retry_after: float = 60.0,
+                 headers: dict[str, str] | None = None):
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be 0 or more, got {max_retries}.")
+        self.base_url = normalize_base_url(base_url)
+        self.model = model
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.max_retry_after = max_retry_after
+        self.timeout = httpx.Timeout(timeout, connect=min(connect_timeout, timeout))
+        api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.headers = {"Accept": "application/json", **(headers or {})}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests swap in a recorder
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client.is_closed or self._loop is not loop:
+            # A client left over from a finished loop cannot be closed from this one; dropping it
+            # lets its sockets be collected.
+            self._client = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
+            self._loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and not client.is_closed and self._loop is asyncio.get_running_loop():
+            await client.aclose()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST JSON and return the JSON answer, retrying what is worth retrying."""
+        response = await self._send(path, payload, stream=False)
+        try:
+            data = response.json()
+        except ValueError:
+            raise ModelError(f"The server at {self.base_url} answered {path} with something that is not JSON "
+                             f"({response.text[:120]!r}); check that --base-url points to an OpenAI-compatible API.") from None
+        _raise_for_inline_error(data, self.base_url)
+        return data
+
+    async def stream(self, path: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """POST JSON and yield the server-sent events' JSON payloads until ``[DONE]``.
+
+        Only opening the stream is retried: once tokens have been handed to the caller, trying again
+        would show them twice.
+        """
+        response = await self._send(path, payload, stream=True)
+        try:
+            async for event in iter_sse(response.aiter_lines()):
+                _raise_for_inline_error(event, self.base_url)
+                yield event
+        except httpx.TimeoutException:
+            raise self._timeout_error() from None
+        except httpx.TransportError as exc:
+            raise ModelConnectionError(
+                f"The connection to {self.base_url} broke in the middle of a streamed answer ({_describe(exc)}); "
+                "try again, or pass stream=False.") from None
+        finally:
+            await response.aclose()
+
+    async def _send(self, path: str, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
+        attempts = AsyncRetrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception_type((_RetryableStatus, *RETRYABLE_TRANSPORT)),
+            sleep=lambda seconds: self._sleep(seconds),
+            reraise=True,
+        )
+        try:
+            async for attempt in attempts:
+                with attempt:
+                    return await self._send_once(path, payload, stream=stream)
+        except _RetryableStatus as exc:
+            raise ModelConnectionError(
+                f"The server at {self.base_url} kept answering {exc.status} ({exc.message}) after "
+                f"{self.max_retries + 1} attempts; wait until it is less busy or raise max_retries.") from None
+        except RETRYABLE_TRANSPORT as exc:
+            raise ModelConnectionError(
+                f"Could not reach the model server at {self.base_url} after {self.max_retries + 1} attempts "
+                f"({_describe(exc)}); check that it is running and that --base-url is right.") from None
+        except httpx.TimeoutException:
+            raise self._timeout_error() from None
+        except httpx.TransportError as exc:
+            raise ModelConnectionError(
+                f"Could not talk to the model server at {self.base_url} ({_describe(exc)}); check --base-url.") from None
+        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+    async def _send_once(self, path: str, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
+        client = self.client()
+        request = client.build_request("POST", path.lstrip("/"), json=payload)
+        response = await client.send(request, stream=stream)
+        if response.is_success:
+            return response
+        await response.aread()
+        await response.aclose()
+        message = error_message(response)
+        if response.status_code in RETRYABLE_STATUS:
+            raise _RetryableStatus(response.status_code, message, retry_after_seconds(response))
+        raise await self._status_error(response, message)
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _RetryableStatus) and exc.retry_after is not None:
+            return min(exc.retry_after, self.max_retry_after)
+        return min(self.backoff * 2 ** (state.attempt_number - 1), self.max_backoff)
+
+    # -- errors ------------------------------------------------------------------------------
+
+    async def _status_error(self, response: httpx.Response, message: str) -> ModelError:
+        status = response.status_code
+        if status in (401, 403):
+            return ModelAuthError(
+                f"The server at {self.base_url} refused the API key ({status}: {message}); "
+                "pass the right key with --api-key or the OPENAI_API_KEY environment variable.")
+        if status == 404 or (status == 400 and _mentions_missing_model(message)):
+            served = await self.served_models()
+            if _mentions_missing_model(message) or (served and self.model not in served):
+                hint = f"it serves {', '.join(served)}" if served else f"see {self.base_url}/models"
+                return ModelNotFoundError(
+                    f"The server at {self.base_url} has no model named {self.model!r} ({message}); "
+                    f"pass a served model name with --model ({hint}).")
+            return ModelNotFoundError(
+                f"The server at {self.base_url} has no endpoint {response.request.url.path} (404: {message}); "
+                "check --base-url (an OpenAI-compatible root such as http://localhost:8000/v1).")
+        return ModelError(f"The server at {self.base_url} rejected the request ({status}: {message}); "
+                          "check the model settings and extra_body options sent with it.")
+
+    async def served_models(self) -> list[str]:
+        """The model names the server lists at ``/models`` (empty when it does not say)."""
+        try:
+            response = await self.client().get("models", timeout=5.0)
+            return [str(item["id"]) for item in response.json().get("data", [])]
+        except Exception:  # only a hint for an error message: never let it hide the real error
+            return []
+
+    def _timeout_error(self) -> ModelConnectionError:
+        return ModelConnectionError(
+            f"The model server at {self.base_url} sent nothing for {self.timeout.read} s; "
+            "raise timeout= or check how busy the server is.")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pieces of responses
+
+
+async def iter_sse(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+    """Read Server-Sent Events: yield each event's JSON ``data``; stop at ``data: [DONE]``.
+
+    Follows the SSE rules that matter here: ``data:`` lines of one event are joined with newlines,
+    a blank line ends an event, lines starting with ``:`` are comments (keep-alives).
+    """
+    data: list[str] = []
+    async for line in lines:
+        if line == "":
+            if data:
+                payload = "\n".join(data)
+                data = []
+                if payload.strip() == "[DONE]":
+                    return
+                yield _sse_json(payload)
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if field == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data and "\n".join(data).strip() != "[DONE]":  # a stream cut without its final blank line
+        yield _sse_json("\n".join(data))
+
+
+def _sse_json(payload: str) -> dict[str, Any]:
+    try:
+        value = json.loads(payload)
+    except json.JSONDecodeError:
+        raise ModelError(f"The server streamed an event that is not JSON ({payload[:120]!r}); "
+                         "pass stream=False if this server's streaming is not OpenAI-compatible.") from None
+    if not isinstance(value, dict):
+        raise ModelError(f"The server streamed {payload[:120]!r} where a JSON object was expected; "
+                         "pass stream=False if this server's streaming is not OpenAI-compatible.")
+    return value
+
+
+def error_message(response: httpx.Response) -> str:
+    """The server's own words about an error: OpenAI/vLLM ``{"error": {"message"}}``, FastAPI ``detail``, or text."""
+    try:
+        data = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:200] or response.reason_phrase or f"HTTP {response.status_code}"
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict):
+            for key in ("message", "detail", "msg"):
+                if error.get(key):
+                    return str(error[key])[:300]
+        elif error:
+            return str(error)[:300]
+    return json.dumps(data)[:200]
+
+
+def _raise_for_inline_error(data: dict[str, Any], base_url: str) -> None:
+    """vLLM reports errors that happen after the 200 (e.g. in a stream) as an ``error`` object."""
+    error = data.get("error")
+    if error:
+        message = error.get("message", error) if isinstance(error, dict) else error
+        raise ModelError(f"The server at {base_url} failed while answering ({message}); "
+                         "check the server's log, then try again.")
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """``Retry-After`` as seconds: either a number or an HTTP date."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _mentions_missing_model(message: str) -> bool:
+    text = message.lower()
+    return "model" in text and any(words in text for words in ("does not exist", "not found", "not exist", "unknown"))
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def usage_from(data: dict[str, Any] | None) -> Usage:
+    """Token counts from an OpenAI ``usage`` object; cached prompt tokens (prefix caching) count as reused."""
+    if not data:
+        return Usage()
+    prompt = int(data.get("prompt_tokens") or 0)
+    cached = int((data.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    return Usage(prompt_tokens=prompt, completion_tokens=int(data.get("completion_tokens") or 0),
+                 prefilled_tokens=prompt - cached, reused_tokens=cached)
+
+
+# ---------------------------------------------------------------------------------------------------
+# What both served backends share
+
+
+class ServedModel:
+    """Constructor, sampling options and lifecycle shared by the served backends.
+
+    Args:
+        base_url: the server's OpenAI-compatible root, e.g. ``http://localhost:8000/v1`` (a bare
+            ``http://localhost:8000`` gets ``/v1`` added).
+        model: the served model's name (vLLM's ``--served-model-name``, or the path it loaded).
+        api_key: sent as ``Authorization: Bearer``; defaults to ``OPENAI_API_KEY``, none when unset.
+        stream: stream tokens over SSE (``on_token`` then sees them as they come).
+        timeout: seconds to wait for the server's next bytes (connect timeout: ``connect_timeout``).
+        max_retries: tries after the first on connect errors, 429 and 5xx.
+        backoff: first wait between tries in seconds, doubled each time up to ``max_backoff``;
+            a ``Retry-After`` header wins.
+        extra_body: server-specific options merged into every request (e.g. ``{"top_k": 20}``,
+            ``{"repetition_penalty": 1.05}``); they override the defaults.
+        headers: extra HTTP headers.
+    """
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, *, stream: bool = True,
+                 timeout: float = 600.0, connect_timeout: float = 10.0, max_retries: int = 3,
+                 backoff: float = 0.5, max_backoff: float = 20.0, extra_body: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None):
+        self.model = model
+        self.stream = stream
+        self.extra_body = dict(extra_body or {})
+        self._http = ServerClient(base_url, model, api_key, timeout=timeout, connect_timeout=connect_timeout,
+                                  max_retries=max_retries, backoff=backoff, max_backoff=max_backoff,
+                                  headers=headers)
+
+    @property
+    def base_url(self) -> str:
+        return self._http.base_url
+
+    @property
+    def name(self) -> str:
+        return self.model
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r})"
+
+    def request_body(self, settings: ModelSettings, **fields: Any) -> dict[str, Any]:
+        """The JSON body of one request: model, sampling, streaming, the endpoint's ``fields``, ``extra_body``."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": settings.max_new_tokens,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            **fields,
+            "stream": self.stream,
+        }
+        if self.stream:
+            body["stream_options"] = {"include_usage": True}  # the usage arrives in a last chunk
+        body.update(self.extra_body)
+        return body
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._http.aclose()

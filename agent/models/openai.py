@@ -1,0 +1,186 @@
+"""``OpenAIChatModel``: any chat-completions API with native tool calls (vLLM, SGLang, hosted APIs).
+
+The server renders the prompt with its own chat template and parses tool calls with its own parser
+(vLLM: ``--enable-auto-tool-choice --tool-call-parser glm4``); we send OpenAI JSON and read
+``tool_calls`` back. Every tool, built-ins included, is offered with its JSON schema, so a chat model
+calls ``python`` with ``{"code": "..."}``.
+
+>>> model = OpenAIChatModel("http://localhost:8000/v1", "glm-4-9b-chat")
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..messages import Message, ToolCall, ToolSpec
+from ..policy import ModelSettings
+from ..protocol import glm4
+from ._http import ServedModel, usage_from
+from .base import ChatModel, ModelTurn, StopReason, TokenCallback
+
+
+class OpenAIChatModel(ServedModel, ChatModel):
+    """A chat API with native ``tools``/``tool_calls``; streams over SSE by default.
+
+    Takes the arguments of :class:`~agent.models._http.ServedModel`: ``base_url``, ``model``,
+    ``api_key``, ``stream``, ``timeout``, ``max_retries``, ``backoff``, ``extra_body``…
+    """
+
+    async def generate(self, messages: list[Message], tools: list[ToolSpec], settings: ModelSettings,
+                       on_token: TokenCallback | None = None) -> ModelTurn:
+        fields: dict[str, Any] = {"messages": chat_messages(messages)}
+        if tools:  # an empty list is refused by some servers; no tools means no key
+            fields["tools"] = [chat_tool(spec) for spec in tools]
+        body = self.request_body(settings, **fields)
+        if self.stream:
+            content, raw_calls, finish, usage = await self._read_stream(body, on_token)
+        else:
+            data = await self._http.post("chat/completions", body)
+            choice = (data.get("choices") or [{}])[0]
+            message = choice.get("message") or {}
+            content, raw_calls = message.get("content") or "", message.get("tool_calls") or []
+            finish, usage = choice.get("finish_reason"), data.get("usage")
+        calls = [tool_call(entry) for entry in raw_calls]
+        if not calls:
+            content, calls = _glm4_call_in_text(content, tools, finish)
+        return ModelTurn(content=content, tool_calls=calls, raw=content, stop_reason=_stop_reason(finish, calls),
+                         usage=usage_from(usage))
+
+    async def _read_stream(self, body: dict[str, Any], on_token: TokenCallback | None):
+        """Accumulate ``delta.content`` (handing each piece to ``on_token``) and ``delta.tool_calls`` by index."""
+        pieces: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
+        finish = usage = None
+        async for event in self._http.stream("chat/completions", body):
+            usage = event.get("usage") or usage
+            for choice in event.get("choices") or []:
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    pieces.append(delta["content"])
+                    if on_token is not None:
+                        on_token(delta["content"])
+                for position, fragment in enumerate(delta.get("tool_calls") or []):
+                    _merge_fragment(calls.setdefault(fragment.get("index", position), {}), fragment)
+                finish = choice.get("finish_reason") or finish
+        raw_calls = [calls[index] for index in sorted(calls)]
+        return "".join(pieces), raw_calls, finish, usage
+
+
+def _merge_fragment(call: dict[str, Any], fragment: dict[str, Any]) -> None:
+    """Fold one streamed ``tool_calls`` fragment into the call being built (arguments arrive in pieces)."""
+    if fragment.get("id"):
+        call["id"] = fragment["id"]
+    function = call.setdefault("function", {"name": "", "arguments": ""})
+    piece = fragment.get("function") or {}
+    name = piece.get("name")
+    if name and name != function["name"]:  # the name comes once, in pieces, or repeated whole
+        function["name"] += name
+    arguments = piece.get("arguments")
+    if isinstance(arguments, str):
+        function["arguments"] += arguments
+    elif arguments is not None:
+        function["arguments"] = arguments
+
+
+# ---------------------------------------------------------------------------------------------------
+# Our messages → chat API JSON
+
+
+def chat_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """The conversation as chat API messages.
+
+    Assistant calls become ``tool_calls``; observations become ``tool`` messages answering them by
+    ``tool_call_id`` (an observation without one answers the next unanswered call, in order). The
+    GLM-4 parts of one observation (``mclick``: one quote a page) make one tool message, each part
+    headed by its metadata so ``[N†source]`` stays citable.
+    """
+    out: list[dict[str, Any]] = []
+    unanswered: list[str] = []
+    parts: list[Message] = []  # observation parts answering the same call, waiting to be joined
+
+    def flush() -> None:
+        if parts:
+            texts = [f"{p.metadata}\n{p.content}" if p.metadata and len(parts) > 1 else p.content for p in parts]
+            out.append({"role": "tool", "tool_call_id": parts[0].tool_call_id, "content": "\n\n".join(texts)})
+            parts.clear()
+
+    for message in messages:
+        if message.role == "observation":
+            call_id = message.tool_call_id or (unanswered[0] if unanswered else "")
+            if parts and parts[0].tool_call_id != call_id:
+                flush()
+            if call_id in unanswered:
+                unanswered.remove(call_id)
+            parts.append(message.model_copy(update={"tool_call_id": call_id}))
+            continue
+        flush()
+        if message.role == "assistant" and message.tool_calls:
+            out.append({"role": "assistant", "content": message.content or None,
+                        "tool_calls": [chat_tool_call(call) for call in message.tool_calls]})
+            unanswered = [call.id for call in message.tool_calls]
+        elif message.role == "system" and not message.content:
+            continue  # the GLM-4 tools carrier; chat APIs take tools separately
+        else:
+            out.append({"role": message.role, "content": message.content})
+    flush()
+    return out
+
+
+def chat_tool_call(call: ToolCall) -> dict[str, Any]:
+    """One call as the chat API echoes it: JSON arguments, or a GLM-4 body (raw code) as it was written."""
+    if call.arguments is not None:
+        arguments = json.dumps(call.arguments, ensure_ascii=False)
+    else:
+        arguments = call.body or "{}"
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": arguments}}
+
+
+def chat_tool(spec: ToolSpec) -> dict[str, Any]:
+    return {"type": "function",
+            "function": {"name": spec.name, "description": spec.description, "parameters": spec.parameters}}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chat API JSON → our turn
+
+
+def tool_call(entry: dict[str, Any]) -> ToolCall:
+    """A ``tool_calls`` entry as a :class:`ToolCall`.
+
+    ``arguments`` is ``None`` when the model wrote invalid JSON; the registry then reads ``body``
+    tolerantly and, failing that, tells the model what it expected.
+    """
+    function = entry.get("function") or {}
+    raw = function.get("arguments")
+    if isinstance(raw, dict):  # some servers send an object, not a JSON string
+        body, arguments = json.dumps(raw, ensure_ascii=False), raw
+    else:
+        body = raw or ""
+        try:
+            parsed = json.loads(body)
+        except json.JSONDecodeError:
+            parsed = None
+        arguments = parsed if isinstance(parsed, dict) else None
+    return ToolCall(id=entry.get("id") or glm4.new_call_id(), name=function.get("name") or "", body=body,
+                    arguments=arguments, syntax="json")
+
+
+def _glm4_call_in_text(content: str, tools: list[ToolSpec], finish: str | None) -> tuple[str, list[ToolCall]]:
+    """A GLM-4 call written as text (a server without a tool-call parser): ``name\\nbody``.
+
+    Only a first line that names one of the offered tools exactly counts, so answers stay answers.
+    """
+    name, newline, body = content.partition("\n")
+    if finish == "length" or not newline or name.strip() not in {spec.name for spec in tools}:
+        return content, []
+    parsed = glm4.parse_completion(content, [spec.name for spec in tools], "observation")
+    return parsed.content, parsed.tool_calls
+
+
+def _stop_reason(finish: str | None, calls: list[ToolCall]) -> StopReason | None:
+    if calls:
+        return "tool_calls"
+    if finish == "length":
+        return "length"
+    return "eos" if finish else None
