@@ -13,3 +13,6 @@ import pytest  # noqa: E402
 def _run_in_tmp(tmp_path, monkeypatch):
     """Agents write their run files under ./agent_runs: keep that inside the test's tmp dir."""
     monkeypatch.chdir(tmp_path)
+
+
+from fake_glm_server import fake_server  # noqa: E402,F401  (the loopback GLM-4 server fixture)

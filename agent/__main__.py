@@ -1,0 +1,5 @@
+"""``python -m agent`` is the ``agent`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,162 @@
+"""The `agent` command, run as a user runs it, against a served GLM-4 on loopback."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fake_glm_server import Fail
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+MYTOOLS = '''
+from agent import tool
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers.
+
+    Args:
+        a: the first
+        b: the second
+    """
+    return a + b
+'''
+
+
+def agent_cli(*args, env=None):
+    environment = {**os.environ, "COLUMNS": "120", **(env or {})}
+    environment.pop("OPENAI_API_KEY", None)
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=120,
+                          env=environment)
+
+
+@pytest.fixture
+def mytools(tmp_path):
+    path = tmp_path / "mytools.py"
+    path.write_text(MYTOOLS)
+    return path
+
+
+@pytest.mark.parametrize("backend", ["chat", "completions"])
+def test_run_against_a_served_model_prints_the_answer(fake_server, mytools, backend):
+    fake_server.script(['add\n{"a": 2, "b": 3}', "\n2 + 3 = 5."])
+    proc = agent_cli("run", "What is 2+3?", "--base-url", fake_server.url, "--model", fake_server.model,
+                     "--tools-module", str(mytools), "--tools", "none", "--backend", backend)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 + 3 = 5." in proc.stdout
+    assert "add" in proc.stdout and "5" in proc.stdout  # the call and its observation are shown
+    path = "/v1/chat/completions" if backend == "chat" else "/v1/completions"
+    assert [r.path for r in fake_server.posts] == [path, path]
+    if backend == "completions":  # the tool's result went back to the model in GLM-4 format
+        assert fake_server.posts[1].prompt.endswith("<|observation|>\n5<|assistant|>")
+    else:
+        assert fake_server.posts[1].body["messages"][-1] == {
+            "role": "tool", "tool_call_id": fake_server.posts[1].body["messages"][-2]["tool_calls"][0]["id"],
+            "content": "5"}
+
+
+def test_json_output_ends_with_the_result(fake_server, mytools, tmp_path):
+    fake_server.script(['add\n{"a": 2, "b": 3}', "\nFive."])
+    transcript = tmp_path / "t.jsonl"
+    proc = agent_cli("run", "What is 2+3?", "--base-url", fake_server.url, "--model", fake_server.model,
+                     "--tools-module", str(mytools), "--tools", "none", "--json", "--transcript", str(transcript))
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert events[0]["type"] == "run_started" and events[-1]["type"] == "run_finished"
+    assert events[-1]["result"]["answer"] == "Five." and events[-1]["result"]["status"] == "answered"
+    assert {"tool_call", "tool_result", "token", "final_answer"} <= {e["type"] for e in events}
+    recorded = [json.loads(line)["type"] for line in transcript.read_text().splitlines()]
+    assert recorded[-1] == "run_finished" and "model_turn" in recorded
+
+
+def test_unreachable_server_is_one_clear_line(mytools):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once we leave: nothing listens there
+    proc = agent_cli("run", "hi", "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "glm-4-9b-chat",
+                     "--tools", "none", "--policy", "default")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and f"127.0.0.1:{port}" in lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_auth_error_is_one_clear_line(fake_server):
+    fake_server.script([Fail(401)])
+    proc = agent_cli("run", "hi", "--base-url", fake_server.url, "--model", fake_server.model, "--tools", "none")
+    assert proc.returncode == 1
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert "api key" in proc.stderr.lower() or "API key" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "hi", "--policy", "nope"], "Unknown policy 'nope'"),
+    (["run", "hi", "--base-url", "http://127.0.0.1:1/v1"], "--model is required with --base-url"),
+    (["run", "hi", "--tools", "shell"], "Unknown built-in tool 'shell'"),
+    (["run", "hi", "--tools-module", "missing_tools.py"], "does not exist"),
+    (["run", "hi", "--backend", "completions"], "--backend only applies to served models"),
+])
+def test_usage_errors(args, message):
+    proc = agent_cli(*args)
+    assert proc.returncode == 1
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_budget_exhausted_exit_code(fake_server, mytools):
+    fake_server.script(['add\n{"a": 1, "b": 1}', 'add\n{"a": 1, "b": 2}', "\nStopped early."])
+    proc = agent_cli("run", "loop", "--base-url", fake_server.url, "--model", fake_server.model, "--tools", "none",
+                     "--tools-module", str(mytools), "--max-steps", "2", "--backend", "completions")
+    assert proc.returncode == 3, proc.stderr
+    assert "Stopped early." in proc.stdout and "budget exhausted" in proc.stdout
+
+
+def test_tools_lists_schemas(mytools):
+    proc = agent_cli("tools", "--tools", "none", "--tools-module", str(mytools), "--json")
+    assert proc.returncode == 0, proc.stderr
+    (spec,) = json.loads(proc.stdout)
+    assert spec["name"] == "add" and spec["parameters"]["properties"]["a"] == {"description": "the first",
+                                                                               "type": "integer"}
+    proc = agent_cli("tools", "--tools", "none", "--tools-module", str(EXAMPLES / "custom_tool.py"))
+    assert "convert" in proc.stdout and "notebook" in proc.stdout
+
+
+def test_chat_keeps_the_conversation(fake_server, mytools):
+    fake_server.script(['add\n{"a": 2, "b": 2}', "\nFour.", "\nYou asked about 2+2."])
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "chat", "--base-url", fake_server.url, "--model", fake_server.model,
+         "--tools", "none", "--tools-module", str(mytools), "--backend", "completions"],
+        input="What is 2+2?\nWhat did I ask?\n/exit\n", capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Four." in proc.stdout and "You asked about 2+2." in proc.stdout
+    last_prompt = fake_server.posts[-1].prompt
+    assert "What is 2+2?" in last_prompt and "<|assistant|>\nFour.<|user|>\nWhat did I ask?" in last_prompt
+
+
+def test_example_custom_tool_runs():
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "custom_tool.py")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "answer: 120 US dollars are 18,156 yen" in proc.stdout
+
+
+def test_example_served_model_runs(fake_server):
+    fake_server.script(['population\n{"city": "Shanghai"}', 'population\n{"city": "Beijing"}',
+                        "\nAbout 2,977,800 more."])
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "served_model.py"), fake_server.url, fake_server.model],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "[population] 24870895" in proc.stdout and "=> About 2,977,800 more." in proc.stdout
+
+
+def test_example_embedding_runs(fake_server):
+    fake_server.script(["\nNo tools needed: 42."])
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "embedding.py"), "What is 6*7?", "--base-url",
+                           fake_server.url, "--model", fake_server.model, "--tools", ""],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "answer (answered, 1 steps" in proc.stdout and "No tools needed: 42." in proc.stdout
