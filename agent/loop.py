@@ -13,21 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import queue
 import re
+import sys
 import threading
 import time
 import uuid
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 from .errors import AgentError, ToolDefinitionError
 from .events import (Event, FinalAnswer, ModelTurnEvent, RunError, RunFinished, RunResult, RunStarted, Step,
                      StepStarted, Timings, Token, ToolCallEvent, ToolProgress, ToolResult)
 from .messages import Citation, Message, Observation, ToolCall
-from .models.base import ChatModel, ModelTurn, Usage
+from .models.base import ChatModel, ModelTurn
 from .policy import Policy, load_policy
 from .registry import BUILTINS, ToolRegistry
 from .tool import Tool, ToolContext
@@ -157,18 +157,12 @@ class ChatSession:
         if agent.system_prompt:
             self.messages.append(Message(role="system", content=agent.system_prompt))
         self._turns = 0
-        self._run_id = ""
         self._resources = AsyncExitStack()
         self._context = ToolContext(run_id=self.id, artifacts_dir=agent.runs_dir / self.id, policy=agent.policy,
                                     resources=self._resources)
 
     async def arun(self, task: str) -> RunResult:
-        result = None
-        async for event in self.astream(task):
-            if isinstance(event, RunFinished):
-                result = event.result
-        assert result is not None
-        return result
+        return await self._run(task, self._record)
 
     async def astream(self, task: str) -> AsyncIterator[Event]:
         """Run one user turn, yielding its events; the last one is ``RunFinished``."""
@@ -177,8 +171,7 @@ class ChatSession:
         loop_thread = threading.get_ident()
 
         def emit(event: Event) -> None:
-            if self.agent.transcript:
-                self.agent.transcript.write(event)
+            self._record(event)
             if threading.get_ident() == loop_thread:
                 events.put_nowait(event)
             else:  # tokens and progress may come from worker threads
@@ -199,6 +192,10 @@ class ChatSession:
             if not producer.done():
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
+
+    def _record(self, event: Event) -> None:
+        if self.agent.transcript:
+            self.agent.transcript.write(event)
 
     def run(self, task: str) -> RunResult:
         return self.agent._sync(self.arun(task))
@@ -230,21 +227,21 @@ class ChatSession:
     async def _run(self, task: str, emit: Callable[[Event], None]) -> RunResult:
         agent, limits = self.agent, self.agent.policy.agent
         self._turns += 1
-        run_id = self._run_id = f"{self.id}-{self._turns}"
-        started = time.monotonic()
+        run_id = f"{self.id}-{self._turns}"
+        started = time.monotonic()  # the event loop's clock, so deadlines work with asyncio timeouts
         deadline = started + limits.wall_time_s
-        clock = lambda: round(time.monotonic() - started, 4)  # noqa: E731
+        announce = _Announcer(run_id, emit)
         result = RunResult(run_id=run_id, task=task)
         citations: dict[str, Citation] = {}
-        self._context.on_progress = lambda tool, message, fraction: emit(
-            ToolProgress(run_id=run_id, t=clock(), tool=tool, message=message, fraction=fraction))
+        self._context.on_progress = lambda tool, message, fraction: announce(
+            ToolProgress, tool=tool, message=message, fraction=fraction)
         repeats = _RepeatGuard(limits.max_repeated_calls)
         tool_calls = 0
 
         self.messages.append(Message(role="user", content=task))
         try:
             model = agent.model
-            emit(RunStarted(run_id=run_id, t=clock(), task=task, model=model.name, tools=agent.tools.names))
+            announce(RunStarted, task=task, model=model.name, tools=agent.tools.names)
             specs = agent.tools.specs()
             answered = False
             budget_reason = f"the limit of {limits.max_steps} steps"
@@ -257,8 +254,8 @@ class ChatSession:
                     break
                 step = Step(index=index)
                 result.steps.append(step)
-                emit(StepStarted(run_id=run_id, t=clock(), step=index))
-                turn = await self._model_turn(model, specs, step, emit, clock, deadline - time.monotonic())
+                announce(StepStarted, step=index)
+                turn = await self._model_turn(model, specs, step, announce, deadline)
                 if turn is None:
                     budget_reason = f"the wall-time limit of {limits.wall_time_s:g} s"
                     break
@@ -269,17 +266,17 @@ class ChatSession:
                 allowed = max(0, limits.max_tool_calls - tool_calls)
                 tool_calls += len(turn.tool_calls)
                 tools_started = time.monotonic()
-                step.observations = await self._call_tools(turn.tool_calls, allowed, repeats, step, emit, clock,
+                step.observations = await self._call_tools(turn.tool_calls, allowed, repeats, step, announce,
                                                            deadline)
                 step.tools_s = time.monotonic() - tools_started
             if not answered:
-                await self._last_turn(model, specs, budget_reason, result, emit, clock)
+                await self._last_turn(model, specs, budget_reason, result, announce)
         except AgentError as exc:
             result.status, result.error = "error", str(exc)
-            emit(RunError(run_id=run_id, t=clock(), message=str(exc)))
+            announce(RunError, message=str(exc))
         except Exception as exc:  # a bug or a backend failure we did not foresee: reported, not raised
             result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
-            emit(RunError(run_id=run_id, t=clock(), message=result.error))
+            announce(RunError, message=result.error)
 
         for step in result.steps:
             result.usage = result.usage + step.usage
@@ -291,38 +288,34 @@ class ChatSession:
                                  model_s=sum(s.model_s for s in result.steps),
                                  tools_s=sum(s.tools_s for s in result.steps))
         if result.status != "error":
-            emit(FinalAnswer(run_id=run_id, t=clock(), answer=result.answer, citations=result.citations))
-        emit(RunFinished(run_id=run_id, t=clock(), result=result))
+            announce(FinalAnswer, answer=result.answer, citations=result.citations)
+        announce(RunFinished, result=result)
         return result
 
-    async def _model_turn(self, model: ChatModel, specs: list, step: Step, emit: Callable[[Event], None],
-                          clock: Callable[[], float], time_left: float | None) -> ModelTurn | None:
+    async def _model_turn(self, model: ChatModel, specs: list, step: Step, announce: "_Announcer",
+                          deadline: float) -> ModelTurn | None:
         """Ask the model for one turn and record it; ``None`` when the wall time ran out first."""
 
         def on_token(text: str) -> None:
-            emit(Token(run_id=self._run_id, t=clock(), step=step.index, text=text))
+            announce(Token, step=step.index, text=text)
 
         started = time.monotonic()
-        generate = model.generate(self.messages, specs, self.agent.policy.model, on_token)
         try:
-            turn = await asyncio.wait_for(generate, timeout=time_left) if time_left is not None else await generate
+            turn = await _before(deadline, model.generate(self.messages, specs, self.agent.policy.model, on_token))
         except asyncio.TimeoutError:
             return None
         finally:
             step.model_s = time.monotonic() - started
         step.usage = turn.usage
         self.messages.append(turn.as_message())
-        emit(ModelTurnEvent(run_id=self._run_id, t=clock(), step=step.index, turn=turn))
+        announce(ModelTurnEvent, step=step.index, turn=turn)
         return turn
 
     async def _call_tools(self, calls: list[ToolCall], allowed: int, repeats: "_RepeatGuard", step: Step,
-                          emit: Callable[[Event], None], clock: Callable[[], float],
-                          deadline: float) -> list[Observation]:
+                          announce: "_Announcer", deadline: float) -> list[Observation]:
         """Run a turn's calls concurrently; refusals and failures come back as error observations."""
-        run_id = self._run_id
-
         async def one(position: int, call: ToolCall) -> Observation:
-            emit(ToolCallEvent(run_id=run_id, t=clock(), step=step.index, call=call))
+            announce(ToolCallEvent, step=step.index, call=call)
             refusal = None
             if position >= allowed:
                 refusal = "Not run: the tool-call budget of this task is used up."
@@ -335,15 +328,17 @@ class ChatSession:
                 observation = Observation(call_id=call.id, tool=call.name, content=refusal, is_error=True)
             else:
                 try:
-                    observation = await asyncio.wait_for(self.agent.tools.call(call, self._context),
-                                                         timeout=max(0.0, deadline - time.monotonic()))
+                    observation = await _before(deadline, self.agent.tools.call(call, self._context))
                 except asyncio.TimeoutError:
                     observation = Observation(call_id=call.id, tool=call.name, is_error=True,
                                               content="Not finished: the task's wall-time limit ran out.")
-            emit(ToolResult(run_id=run_id, t=clock(), step=step.index, observation=observation))
+            announce(ToolResult, step=step.index, observation=observation)
             return observation
 
-        observations = list(await asyncio.gather(*(one(i, call) for i, call in enumerate(calls))))
+        if len(calls) == 1:
+            observations = [await one(0, calls[0])]
+        else:
+            observations = list(await asyncio.gather(*(one(i, call) for i, call in enumerate(calls))))
         for observation in observations:
             self.messages.extend(observation_messages(observation))
         return observations
@@ -359,16 +354,37 @@ class ChatSession:
         return bool(verdict)
 
     async def _last_turn(self, model: ChatModel, specs: list, reason: str, result: RunResult,
-                         emit: Callable[[Event], None], clock: Callable[[], float]) -> None:
+                         announce: "_Announcer") -> None:
         """Out of budget: one more turn in which the model answers and no tool runs."""
         self.messages.append(Message(role="user", content=BUDGET_NOTE.format(reason=reason)))
         step = Step(index=len(result.steps) + 1)
         result.steps.append(step)
-        emit(StepStarted(run_id=result.run_id, t=clock(), step=step.index))
+        announce(StepStarted, step=step.index)
         grace = max(10.0, self.agent.policy.agent.wall_time_s * 0.1)
-        turn = await self._model_turn(model, specs, step, emit, clock, grace)
+        turn = await self._model_turn(model, specs, step, announce, time.monotonic() + grace)
         result.status = "budget_exhausted"
         result.answer = turn.content.strip() if turn is not None else ""
+
+class _Announcer:
+    """Stamps events with the run's id and time and hands them on. Events are built from values that are
+    already validated, so they skip validation (this is the loop's hot path)."""
+
+    def __init__(self, run_id: str, sink: Callable[[Event], None]):
+        self.run_id = run_id
+        self.sink = sink
+        self.started = time.monotonic()
+
+    def __call__(self, event_type: type, **fields: Any) -> None:
+        self.sink(event_type.model_construct(run_id=self.run_id, t=time.monotonic() - self.started, **fields))
+
+
+async def _before(deadline: float, awaitable: Awaitable[Any]) -> Any:
+    """Await with a deadline on the monotonic clock (the event loop's); raises ``asyncio.TimeoutError``."""
+    if sys.version_info >= (3, 11):  # a timeout scope is much cheaper than wait_for's extra task
+        async with asyncio.timeout_at(deadline):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, timeout=max(0.0, deadline - time.monotonic()))
+
 
 def observation_messages(observation: Observation) -> list[Message]:
     """The conversation messages of one observation: one GLM-4 observation turn per part."""
@@ -386,7 +402,7 @@ class _RepeatGuard:
         self._count = 0
 
     def is_repeat(self, call: ToolCall) -> bool:
-        key = json.dumps([call.name, call.arguments, call.body.strip()], sort_keys=True, default=str)
+        key = f"{call.name}\0{call.body.strip()}\0{call.arguments!r}"
         self._count = self._count + 1 if key == self._last else 1
         self._last = key
         return self._count >= self.limit

@@ -226,6 +226,7 @@ def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
     args: dict[str, str] = {}
     section = None
     current = None
+    args_indent = 0
     for raw in doc.splitlines():
         line = raw.strip()
         header = _SECTION.match(line)
@@ -269,13 +270,19 @@ def parse_json_arguments(body: str) -> dict[str, Any]:
     text = strip_fence(body)
     if not text:
         return {}
+    try:  # the common case: the model wrote clean JSON
+        value = json.loads(text)
+        if isinstance(value, dict):
+            return value
+    except json.JSONDecodeError:
+        pass
     start = text.find("{")
     if start < 0:
         raise ValueError("expected a JSON object such as {\"name\": value}")
     candidate = _balanced_object(text, start)
-    for attempt in (candidate, _loosen(candidate)):
+    for loosen in (False, True):
         try:
-            value = json.loads(attempt)
+            value = json.loads(_loosen(candidate) if loosen else candidate)
         except json.JSONDecodeError:
             continue
         if isinstance(value, dict):

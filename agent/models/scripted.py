@@ -55,20 +55,6 @@ class ScriptedModel(ChatModel):
             text = output
             usage = Usage(completion_tokens=len(text.split()))
             turn = turn_from_completion(Completion(text=text, usage=usage), tools)
-        if on_token is not None:
-            for piece in _pieces(text):
-                on_token(piece)
+        if on_token is not None and text:
+            on_token(text)  # one piece: a script has no token boundaries worth faking
         return turn
-
-
-def _pieces(text: str) -> list[str]:
-    """Split text the way a streaming model would deliver it: word by word, whitespace kept."""
-    pieces, current = [], ""
-    for ch in text:
-        current += ch
-        if ch.isspace():
-            pieces.append(current)
-            current = ""
-    if current:
-        pieces.append(current)
-    return pieces
