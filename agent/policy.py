@@ -45,16 +45,24 @@ class ToolSettings(_Section):
 
 
 class SandboxSettings(_Section):
-    isolation: Literal["auto", "bwrap", "landlock", "none"] = "auto"
-    memory_mb: int = Field(2048, ge=64, description="address-space limit of the kernel")
-    max_processes: int = Field(64, ge=1)
-    max_file_mb: int = Field(256, ge=1)
-    max_open_files: int = Field(256, ge=16)
-    cpu_seconds: int = Field(300, ge=1, description="CPU budget of one kernel")
+    """The ``python`` tool's kernel sandbox (see ``sandbox/``)."""
+
+    isolation: Literal["auto", "bwrap", "landlock", "none"] = Field(
+        "auto", description="auto: the strongest that works; none: no OS isolation (must be explicit)")
+    memory_mb: int = Field(2048, ge=256, description="address-space limit of the kernel")
+    max_processes: int = Field(64, ge=16, description="processes and threads of one kernel")
+    max_file_mb: int = Field(256, ge=1, description="largest file the kernel may write")
+    max_open_files: int = Field(256, ge=64)
+    cpu_seconds: int = Field(300, ge=1, description="CPU budget of one kernel (it is restarted past it)")
     timeout_s: float = Field(60.0, gt=0, description="wall time of one cell before interrupt")
-    output_bytes: int = Field(20_000, ge=256)
+    interrupt_grace_s: float = Field(3.0, gt=0, description="wait after an interrupt before restarting")
+    startup_timeout_s: float = Field(60.0, gt=0, description="wall time for a kernel to start")
+    output_bytes: int = Field(20_000, ge=256, description="characters of output kept per stream and cell")
+    tmp_mb: int = Field(256, ge=16, description="size of the kernel's private /tmp (bubblewrap tier)")
     network: bool = False
     pool_size: int = Field(1, ge=0, description="kernels started ahead")
+    preload: list[str] = Field(default_factory=lambda: ["numpy", "sympy", "matplotlib.pyplot", "pandas"],
+                               description="modules warm pool kernels import ahead")
 
 
 class BrowserSettings(_Section):
@@ -67,6 +75,9 @@ class BrowserSettings(_Section):
     max_page_bytes: int = Field(5_000_000, ge=1024)
     timeout_s: float = Field(15.0, gt=0)
     max_results: int = Field(10, ge=1, le=50)
+    search_endpoint: str | None = Field(None, description="another URL for the backend's API (a proxy, a test server)")
+    window_chars: int = Field(6000, ge=500, description="characters of a page shown at once; longer pages scroll")
+    retries: int = Field(2, ge=0, le=5, description="retries of a fetch on connection errors, 429 and 5xx")
 
 
 class CogViewSettings(_Section):

@@ -24,6 +24,8 @@ class TranscriptWriter:
             self._file = self.path.open("a", encoding="utf-8")
         self._file.write(event.model_dump_json() + "\n")
         self._file.flush()
+        if event.type == "run_finished":  # reopened by the next run: no file left open between runs
+            self.close()
 
     def close(self) -> None:
         if self._file is not None:

@@ -13,6 +13,7 @@ talk to an OpenAI-compatible server (vLLM, SGLang, a hosted API). What they shar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import os
@@ -68,8 +69,8 @@ class ServerClient:
     """An ``httpx.AsyncClient`` for one API root, with retries and clear errors.
 
     The client is created lazily inside the running event loop and recreated when a later call
-    runs on another loop (each sync ``Agent.run`` uses its own), since pooled connections belong
-    to the loop that opened them.
+    runs on another loop (``asyncio.run`` twice, say), since pooled connections belong to the loop
+    that opened them.
     """
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *, timeout: float = 600.0,
@@ -130,9 +131,19 @@ class ServerClient:
         """
         response = await self._send(path, payload, stream=True)
         try:
-            async for event in iter_sse(response.aiter_lines()):
-                _raise_for_inline_error(event, self.base_url)
-                yield event
+            if response.headers.get("content-type", "").startswith("application/json"):
+                await response.aread()
+                _raise_for_inline_error(response.json(), self.base_url)
+                raise ModelError(f"The server at {self.base_url} ignored stream=True and sent one JSON answer; "
+                                 "pass stream=False for this server.")
+            async with contextlib.aclosing(response.aiter_lines()) as lines:
+                async for event in iter_sse(lines):
+                    _raise_for_inline_error(event, self.base_url)
+                    yield event
+                # Read on to the end of the body after [DONE]: httpx's nested iterators then finish
+                # here instead of being finalized later by the event loop (noisy if it stops first).
+                async for _ in lines:
+                    pass
         except httpx.TimeoutException:
             raise self._timeout_error() from None
         except httpx.TransportError as exc:
@@ -247,7 +258,7 @@ async def iter_sse(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
             continue
         field, _, value = line.partition(":")
         if field == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
+            data.append(value.removeprefix(" "))
     if data and "\n".join(data).strip() != "[DONE]":  # a stream cut without its final blank line
         yield _sse_json("\n".join(data))
 
@@ -282,8 +293,11 @@ def error_message(response: httpx.Response) -> str:
     return json.dumps(data)[:200]
 
 
-def _raise_for_inline_error(data: dict[str, Any], base_url: str) -> None:
+def _raise_for_inline_error(data: Any, base_url: str) -> None:
     """vLLM reports errors that happen after the 200 (e.g. in a stream) as an ``error`` object."""
+    if not isinstance(data, dict):
+        raise ModelError(f"The server at {base_url} answered {str(data)[:120]!r} where a JSON object was expected; "
+                         "check that --base-url points to an OpenAI-compatible API.")
     error = data.get("error")
     if error:
         message = error.get("message", error) if isinstance(error, dict) else error

@@ -9,8 +9,8 @@ It checks candidates best-first and stops once it has found valid ones among the
 draws among the valid tokens of the top ``top_k``).
 
 Supported schema keywords (what pydantic emits for tool signatures): ``type`` (also lists),
-``properties``, ``required``, ``additionalProperties``, ``items``, ``enum``, ``const``, ``anyOf``/``oneOf``
-and local ``$ref``. Anything else is accepted as any JSON value.
+``properties``, ``required``, ``additionalProperties``, ``items``, ``enum``, ``const``, ``anyOf``/``oneOf``,
+``maxLength`` and local ``$ref``. Anything else is accepted as any JSON value.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from ..messages import ToolSpec
 Status = Literal["invalid", "partial", "complete"]
 
 _END = -1  # "the text ended inside this value, and everything so far was valid"
-_MAX_WHITESPACE = 4  # per gap: lets the model format JSON, not stall on endless spaces
+_MAX_WHITESPACE = 10  # per gap: lets the model format JSON, not stall on endless spaces
 _WHITESPACE = " \t\n\r"
 _NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")
 _NUMBER_PREFIX = re.compile(r"-?((0|[1-9]\d*)(\.\d*)?([eE][+-]?\d*)?)?")
 _INTEGER = re.compile(r"-?(0|[1-9]\d*)")
 _INTEGER_PREFIX = re.compile(r"-?(0|[1-9]\d*)?")
 _NUMBER_CHARS = set("+-0123456789.eE")
+_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{0,4}|.?)")
 
 
 class JsonSchemaPrefix:
@@ -91,7 +92,11 @@ class JsonSchemaPrefix:
         elif kind == "array":
             yield from self._array(schema, text, i)
         elif kind == "string":
-            yield from self._string(text, i)
+            longest = schema.get("maxLength")
+            for end in self._string(text, i):
+                written = text[i + 1: (len(text) if end == _END else end - 1)]
+                if longest is None or _string_length(written) <= longest:
+                    yield end
         elif kind in ("number", "integer"):
             yield from self._number(kind == "integer", text, i)
         elif kind == "boolean":
@@ -131,6 +136,8 @@ class JsonSchemaPrefix:
                 if k in (_END, len(text)):
                     yield _END
                 elif text[k] == ",":
+                    if not self._keys_left(schema, seen | {key}):
+                        continue  # a comma with no key left to write could never be completed
                     after = self._whitespace(text, k + 1)
                     if after == len(text):
                         yield _END
@@ -153,6 +160,11 @@ class JsonSchemaPrefix:
             key = json.loads(text[i:end])
             if key not in seen and (key in properties or extra):
                 yield key, end
+
+    @staticmethod
+    def _keys_left(schema: dict[str, Any], seen: frozenset[str]) -> bool:
+        properties = schema.get("properties") or {}
+        return bool(schema.get("additionalProperties", not properties)) or any(k not in seen for k in properties)
 
     def _property(self, schema: dict[str, Any], key: str) -> Any:
         properties = schema.get("properties") or {}
@@ -259,33 +271,39 @@ class JsonSchemaPrefix:
         return schema if isinstance(schema, dict) else {}
 
 
+def _string_length(raw: str) -> int:
+    """Characters of a JSON string's raw text: an escape sequence counts as the one character it means."""
+    return len(_ESCAPE.sub("_", raw))
+
+
 class ToolCallConstraint(LogitsProcessor):
     """Masks tokens that would break the JSON body of a call to a function tool.
 
-    Active only inside a call: after ``name\\n`` in the current assistant segment, where ``name`` is a
-    function tool (built-ins such as ``python`` take free text and are left alone). When the JSON is
-    complete, only ``<|observation|>`` (the call's stop token) remains allowed.
+    Active only inside a call: after ``name\\n`` in the current assistant segment (the tokens after the
+    last ``<|assistant|>``, which may start in the prompt), where ``name`` is a function tool; built-ins
+    such as ``python`` take free text and are left alone. When the JSON is complete, only
+    ``<|observation|>`` (the call's stop token) remains allowed.
     """
 
-    def __init__(self, tokenizer: Any, tools: list[ToolSpec], prompt_length: int, call_end_id: int,
-                 top_k: int = 32):
+    def __init__(self, tokenizer: Any, tools: list[ToolSpec], top_k: int = 32):
         self.tokenizer = tokenizer
-        self.prompt_length = prompt_length
-        self.call_end_id = call_end_id
         self.top_k = top_k
         self.schemas = {tool.name: JsonSchemaPrefix(tool.parameters) for tool in tools if not tool.builtin}
+        self.assistant_id = tokenizer.convert_tokens_to_ids("<|assistant|>")
+        self.call_end_id = tokenizer.convert_tokens_to_ids("<|observation|>")
         self.special_ids = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}))
-        self.active_calls = 0  # how many steps the constraint actually masked (for tests and benchmarks)
+        self.constrained_tokens = 0  # how many tokens the constraint chose among (for tests and benchmarks)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         for row in range(scores.shape[0]):
-            generated = input_ids[row, self.prompt_length:].tolist()
-            body = self._call_body(generated)
-            if body is None:
+            starts = (input_ids[row] == self.assistant_id).nonzero()
+            segment = input_ids[row, int(starts[-1]) + 1:].tolist() if len(starts) else input_ids[row].tolist()
+            call = self._call(segment)
+            if call is None:
                 continue
-            schema, body_start = body
-            self.active_calls += 1
-            allowed = self._allowed(scores[row], generated, schema, body_start)
+            schema, body_start = call
+            self.constrained_tokens += 1
+            allowed = self._allowed(scores[row], segment, schema, body_start)
             mask = torch.full_like(scores[row], float("-inf"))
             mask[allowed] = 0.0
             scores[row] = scores[row] + mask
@@ -294,36 +312,33 @@ class ToolCallConstraint(LogitsProcessor):
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
-    def _call_body(self, generated: list[int]) -> tuple[JsonSchemaPrefix, int] | None:
-        """The schema and where the body starts in the decoded text, when inside a function call."""
-        text = self._decode(generated)
-        segment_start = text.rfind("<|assistant|>")
-        segment_start = 0 if segment_start < 0 else segment_start + len("<|assistant|>")
-        name, newline, _ = text[segment_start:].partition("\n")
+    def _call(self, segment: list[int]) -> tuple[JsonSchemaPrefix, int] | None:
+        """The tool's schema and where its body starts in the segment's text, when inside a function call."""
+        name, newline, _ = self._decode(segment).partition("\n")
         schema = self.schemas.get(name.strip())
         if not newline or schema is None:
             return None
-        return schema, segment_start + len(name) + 1
+        return schema, len(name) + 1
 
-    def _allowed(self, scores: torch.Tensor, generated: list[int], schema: JsonSchemaPrefix,
+    def _allowed(self, scores: torch.Tensor, segment: list[int], schema: JsonSchemaPrefix,
                  body_start: int) -> list[int]:
         """Valid tokens among the best ``top_k``; if none, keep looking down the ranking until one is."""
         order = torch.argsort(scores, descending=True)
         allowed: list[int] = []
         for chunk_start in range(0, order.shape[0], self.top_k):
             for token in order[chunk_start: chunk_start + self.top_k].tolist():
-                if self._fits(token, generated, schema, body_start):
+                if self._fits(token, segment, schema, body_start):
                     allowed.append(token)
             if allowed:
                 return allowed
         return [self.call_end_id]
 
-    def _fits(self, token: int, generated: list[int], schema: JsonSchemaPrefix, body_start: int) -> bool:
+    def _fits(self, token: int, segment: list[int], schema: JsonSchemaPrefix, body_start: int) -> bool:
         if token == self.call_end_id:
-            return schema(self._decode(generated)[body_start:]) == "complete"
+            return schema(self._decode(segment)[body_start:]) == "complete"
         if token in self.special_ids:
             return False
-        body = self._decode(generated + [token])[body_start:]
+        body = self._decode(segment + [token])[body_start:]
         if body.endswith("\ufffd"):
             # The token ends inside a multi-byte character: only a string can take it, so check the
             # text as if the character were complete.

@@ -47,7 +47,8 @@ class OpenAIChatModel(ServedModel, ChatModel):
         return ModelTurn(content=content, tool_calls=calls, raw=content, stop_reason=_stop_reason(finish, calls),
                          usage=usage_from(usage))
 
-    async def _read_stream(self, body: dict[str, Any], on_token: TokenCallback | None):
+    async def _read_stream(self, body: dict[str, Any], on_token: TokenCallback | None
+                           ) -> tuple[str, list[dict[str, Any]], str | None, dict[str, Any] | None]:
         """Accumulate ``delta.content`` (handing each piece to ``on_token``) and ``delta.tool_calls`` by index."""
         pieces: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
@@ -60,11 +61,20 @@ class OpenAIChatModel(ServedModel, ChatModel):
                     pieces.append(delta["content"])
                     if on_token is not None:
                         on_token(delta["content"])
-                for position, fragment in enumerate(delta.get("tool_calls") or []):
-                    _merge_fragment(calls.setdefault(fragment.get("index", position), {}), fragment)
+                for fragment in delta.get("tool_calls") or []:
+                    _merge_fragment(calls.setdefault(_fragment_index(calls, fragment), {}), fragment)
                 finish = choice.get("finish_reason") or finish
         raw_calls = [calls[index] for index in sorted(calls)]
         return "".join(pieces), raw_calls, finish, usage
+
+
+def _fragment_index(calls: dict[int, dict[str, Any]], fragment: dict[str, Any]) -> int:
+    """Which call a fragment continues: its ``index``; without one (some servers), a new id starts a new call."""
+    if isinstance(fragment.get("index"), int):
+        return fragment["index"]
+    last = max(calls, default=-1)
+    starts_new = last < 0 or (fragment.get("id") and calls[last].get("id") not in (None, fragment["id"]))
+    return last + 1 if starts_new else last
 
 
 def _merge_fragment(call: dict[str, Any], fragment: dict[str, Any]) -> None:
@@ -171,7 +181,7 @@ def _glm4_call_in_text(content: str, tools: list[ToolSpec], finish: str | None) 
 
     Only a first line that names one of the offered tools exactly counts, so answers stay answers.
     """
-    name, newline, body = content.partition("\n")
+    name, newline, _ = content.partition("\n")
     if finish == "length" or not newline or name.strip() not in {spec.name for spec in tools}:
         return content, []
     parsed = glm4.parse_completion(content, [spec.name for spec in tools], "observation")

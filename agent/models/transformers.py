@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # torch and transformers load only when a local model is used
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "THUDM/glm-4-9b-chat-hf"
-HOW_TO_GET_WEIGHTS = ("download them and pass `--model /path/to/glm-4-9b-chat-hf`, "
+HOW_TO_GET_WEIGHTS = ("download the weights and pass `--model /path/to/glm-4-9b-chat-hf`, "
                       "or serve GLM-4 with vLLM and use `--base-url`")
 _STOP_REASONS: dict[str, StopReason] = {"<|endoftext|>": "eos", "<|user|>": "user", "<|observation|>": "observation"}
 _CPU_WARNING_PARAMETERS = 1_000_000_000
@@ -156,7 +156,7 @@ class TransformersModel(GLM4Model):
         import torch
 
         reused = self._reuse_prefix(prompt_ids)
-        processors = self._logits_processors(settings, tools, len(prompt_ids))
+        processors = self._logits_processors(settings, tools)
         pieces = IncrementalDecoder(self.tokenizer)
         generated: list[int] = []
         stop_reason: StopReason = "length"
@@ -222,15 +222,14 @@ class TransformersModel(GLM4Model):
         """Forget the KV cache; the next step prefills its whole prompt."""
         self._cache, self._cached_ids = None, []
 
-    def _logits_processors(self, settings: ModelSettings, tools: list[ToolSpec], prompt_length: int) -> Any:
+    def _logits_processors(self, settings: ModelSettings, tools: list[ToolSpec]) -> Any:
         from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
         processors = LogitsProcessorList()
         if settings.constrained_calls and any(not tool.builtin for tool in tools):
             from .constrained import ToolCallConstraint
 
-            call_end = self.tokenizer.convert_tokens_to_ids("<|observation|>")
-            processors.append(ToolCallConstraint(self.tokenizer, tools, prompt_length, call_end))
+            processors.append(ToolCallConstraint(self.tokenizer, tools))
         if settings.temperature > 0:
             processors.append(TemperatureLogitsWarper(settings.temperature))
             if settings.top_p < 1:
