@@ -157,7 +157,8 @@ def test_return_values(context):
     obs = run(registry, call("image"), context)
     (artifact,) = obs.artifacts
     assert artifact.path.read_bytes().startswith(b"\x89PNG") and artifact.path.parent == context.artifacts_dir
-    assert Image.open(artifact.path).size == (4, 3)
+    with Image.open(artifact.path) as decoded:
+        assert decoded.size == (4, 3)
 
 
 def test_tool_output_parts_and_context(context):
