@@ -1,0 +1,352 @@
+"""Fetching pages safely: public addresses only, pinned connections, hand-followed redirects, robots.txt.
+
+What a fetch guarantees (with the policy's defaults):
+
+- only ``http`` and ``https`` URLs, within the policy's allow/deny domain lists;
+- every address a host resolves to is checked (no loopback, private, link-local, carrier-grade NAT,
+  multicast, reserved or unspecified addresses; IPv4 inside IPv6 is unwrapped first), and the
+  connection goes to the address that was checked: the resolver runs inside the connection
+  itself, so a DNS answer that changes between check and connect (rebinding) cannot slip through;
+- redirects are followed by hand, at most five, and each target is checked again;
+- the body is streamed and cut at ``max_page_bytes``; each attempt has a deadline; transient
+  failures (connection errors, 429, 5xx) are retried with backoff;
+- robots.txt is honoured for our product token ``glm-agent``.
+
+``allow_private_network = true`` lifts the address checks (for intranets and tests), nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+import anyio
+import httpcore
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from agent.policy import BrowserSettings
+
+from .errors import BlockedURLError, FetchError, RobotsDisallowedError
+from .robots import RobotsRules
+
+PRODUCT_TOKEN = "glm-agent"  # what robots.txt groups name
+USER_AGENT = f"Mozilla/5.0 (compatible; {PRODUCT_TOKEN}/0.1; simple_browser)"
+MAX_REDIRECTS = 5
+REDIRECT_STATUSES = {301, 302, 303, 307, 308}
+TRANSIENT_STATUSES = {429, 500, 502, 503, 504}
+ROBOTS_MAX_BYTES = 500_000  # RFC 9309 asks crawlers to read at least 500 KiB
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+@dataclass
+class FetchResult:
+    """A fetched body and what is needed to read it."""
+
+    url: str  # after redirects
+    status: int
+    content_type: str  # media type only, lower case: "text/html"; "" when the server sent none
+    charset: str | None
+    body: bytes
+    truncated: bool = False  # cut at max_page_bytes
+
+
+# ---------------------------------------------------------------------------------------------------
+# Addresses
+
+
+def blocked_reason(ip: IPAddress) -> str | None:
+    """Why ``ip`` is not a public address (``"a loopback address"``), or ``None`` when it is."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            reason = blocked_reason(embedded)
+            return reason.replace(" address", " IPv4 address") + " inside an IPv6 address" if reason else None
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
+        return "a carrier-grade NAT address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_unspecified:
+        return "an unspecified address"
+    if ip.is_reserved:
+        return "a reserved address"
+    if ip.is_private or not ip.is_global:
+        return "a private address"
+    return None
+
+
+def ip_literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """Every address the system resolver gives for ``host`` (IPv4 and IPv6), in its order."""
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+_PRIVATE_HINT = "the browser only opens public addresses (set [browser] allow_private_network = true to allow it)"
+
+
+class AddressGuard:
+    """Resolves a host and refuses it when any of its addresses is not public."""
+
+    def __init__(self, allow_private: bool, resolver: Resolver | None = None):
+        self.allow_private = allow_private
+        self.resolver = resolver or system_resolver
+
+    def check_literal(self, host: str) -> None:
+        ip = ip_literal(host)
+        if ip is not None and not self.allow_private:
+            reason = blocked_reason(ip)
+            if reason:
+                raise BlockedURLError(f"{ip} is {reason}; {_PRIVATE_HINT}.")
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        literal = ip_literal(host)
+        if literal is not None:
+            self.check_literal(host)
+            return [str(literal)]
+        try:
+            addresses = await self.resolver(host, port)
+        except OSError as exc:
+            raise FetchError(f"Could not resolve the host {host!r} ({exc.strerror or exc}).") from None
+        if not addresses:
+            raise FetchError(f"The host {host!r} has no addresses.")
+        if not self.allow_private:
+            for address in addresses:
+                reason = blocked_reason(ipaddress.ip_address(address.split("%", 1)[0]))
+                if reason:
+                    raise BlockedURLError(f"{host} resolves to {address}, {reason}; {_PRIVATE_HINT}.")
+        return addresses
+
+
+class _PinnedBackend(httpcore.AsyncNetworkBackend):
+    """Connects to the addresses the guard checked, never to a name the OS resolves again."""
+
+    def __init__(self, guard: AddressGuard):
+        self._guard = guard
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None,
+                          socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> httpcore.AsyncNetworkStream:
+        last_error: Exception | None = None
+        for address in await self._guard.resolve(host, port):
+            try:  # TLS still verifies the certificate against `host`: httpcore passes it as SNI
+                return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last_error = exc
+        assert last_error is not None
+        raise last_error
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None) -> httpcore.AsyncNetworkStream:
+        raise BlockedURLError("Unix sockets cannot be opened by the browser.")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _PinnedTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, guard: AddressGuard, limits: httpx.Limits):
+        super().__init__(trust_env=False, limits=limits)
+        # httpx has no public hook for the network backend: rebuild its pool with ours, same settings.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_PinnedBackend(guard),
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fetching
+
+
+class _TransientStatus(Exception):
+    def __init__(self, status: int):
+        self.status = status
+
+
+@dataclass
+class _Redirect:
+    location: str
+    status: int
+
+
+_RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, httpx.RemoteProtocolError,
+              httpx.PoolTimeout, _TransientStatus)
+
+
+class Fetcher:
+    """Fetches pages for one browser session under a policy's ``[browser]`` settings.
+
+    >>> fetcher = Fetcher(BrowserSettings())          # doctest: +SKIP
+    >>> page = await fetcher.fetch("https://example.com/")  # doctest: +SKIP
+    """
+
+    retry_wait = wait_exponential(multiplier=0.25, max=2)
+
+    def __init__(self, settings: BrowserSettings, *, resolver: Resolver | None = None,
+                 user_agent: str = USER_AGENT, max_connections: int = 20):
+        self.settings = settings
+        self.guard = AddressGuard(settings.allow_private_network, resolver)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._client = httpx.AsyncClient(
+            transport=_PinnedTransport(self.guard, limits),
+            timeout=httpx.Timeout(settings.timeout_s),
+            headers={"User-Agent": user_agent, "Accept": "text/html,application/xhtml+xml,application/pdf,text/plain;q=0.9,*/*;q=0.5"},
+            follow_redirects=False,
+            trust_env=False,  # an environment proxy would resolve names itself, bypassing the guard
+        )
+        self._robots: dict[str, asyncio.Task[RobotsRules]] = {}
+
+    async def aclose(self) -> None:
+        for task in self._robots.values():
+            task.cancel()
+        await self._client.aclose()
+
+    # -- policy -------------------------------------------------------------------------------------
+
+    def check_url(self, url: str) -> httpx.URL:
+        """The parsed URL when the policy lets the browser open it; raises ``BlockedURLError``."""
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError) as exc:
+            raise FetchError(f"{url!r} is not a valid URL ({exc}).") from None
+        if parsed.scheme not in ("http", "https"):
+            scheme = parsed.scheme or "no scheme"
+            raise BlockedURLError(f"{url!r} has {scheme}; the browser opens only http:// and https:// URLs.")
+        if not parsed.host:
+            raise FetchError(f"{url!r} has no host name.")
+        if not self.domain_allowed(parsed.host):
+            raise BlockedURLError(f"The policy does not allow the domain {parsed.host} ([browser] allow_domains / deny_domains).")
+        self.guard.check_literal(parsed.host)
+        return parsed
+
+    def domain_allowed(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+
+        def matches(domains: list[str]) -> bool:
+            return any(host == d or host.endswith("." + d) for d in (d.lower().strip(".") for d in domains))
+
+        if matches(self.settings.deny_domains):
+            return False
+        return not self.settings.allow_domains or matches(self.settings.allow_domains)
+
+    # -- fetching -----------------------------------------------------------------------------------
+
+    async def fetch(self, url: str, *, accept: Callable[[str], bool] | None = None,
+                    max_bytes: int | None = None, check_robots: bool = True) -> FetchResult:
+        """Fetch ``url``, following redirects; ``accept(media_type)`` refuses a body before it is read."""
+        current = self.check_url(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            if check_robots and self.settings.respect_robots:
+                await self._check_robots(current)
+            result = await self._get(current, accept, max_bytes or self.settings.max_page_bytes)
+            if isinstance(result, FetchResult):
+                return result
+            current = self.check_url(str(current.join(result.location)))
+        raise FetchError(f"{url} redirected more than {MAX_REDIRECTS} times.")
+
+    async def _get(self, url: httpx.URL, accept: Callable[[str], bool] | None, max_bytes: int) -> FetchResult | _Redirect:
+        timeout = self.settings.timeout_s
+        try:
+            async for attempt in AsyncRetrying(retry=retry_if_exception_type(_RETRYABLE), wait=self.retry_wait,
+                                               stop=stop_after_attempt(self.settings.retries + 1), reraise=True):
+                with attempt:
+                    # httpx's timeouts bound each read; this bounds the whole attempt (a trickling body).
+                    return await asyncio.wait_for(self._get_once(url, accept, max_bytes), timeout)
+        except _TransientStatus as exc:
+            raise FetchError(f"{url} answered HTTP {exc.status} after {self.settings.retries + 1} attempts.",
+                             status=exc.status) from None
+        except (TimeoutError, httpx.TimeoutException):
+            raise FetchError(f"{url} did not answer within {timeout:g} s.") from None
+        except httpx.HTTPError as exc:
+            raise FetchError(f"Could not fetch {url}: {type(exc).__name__} {exc}".rstrip() + ".") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _get_once(self, url: httpx.URL, accept: Callable[[str], bool] | None, max_bytes: int) -> FetchResult | _Redirect:
+        async with self._client.stream("GET", url) as response:
+            status = response.status_code
+            if status in REDIRECT_STATUSES and "location" in response.headers:
+                return _Redirect(response.headers["location"], status)
+            if status in TRANSIENT_STATUSES:
+                raise _TransientStatus(status)
+            if status >= 400:
+                raise FetchError(f"{url} answered HTTP {status} {response.reason_phrase}.".replace(" .", "."), status=status)
+            media_type, charset = parse_content_type(response.headers.get("content-type", ""))
+            if accept is not None and media_type and not accept(media_type):
+                raise FetchError(f"{url} is {media_type}, which the browser cannot read (it reads HTML, text and PDF).")
+            body, truncated = await _read_capped(response, max_bytes)
+            return FetchResult(url=str(response.url), status=status, content_type=media_type, charset=charset,
+                               body=body, truncated=truncated)
+
+    # -- robots.txt ---------------------------------------------------------------------------------
+
+    async def _check_robots(self, url: httpx.URL) -> None:
+        origin = f"{url.scheme}://{url.netloc.decode('ascii')}"
+        task = self._robots.get(origin)
+        if task is None:  # one fetch per site, shared by concurrent page fetches
+            task = self._robots[origin] = asyncio.ensure_future(self._load_robots(origin))
+        rules = await asyncio.shield(task)
+        target = url.raw_path.decode("ascii")
+        if not rules.allows(target):
+            why = " (its robots.txt could not be fetched, which RFC 9309 treats as disallowing all)" if rules.disallow_all else ""
+            raise RobotsDisallowedError(
+                f"{url.host}'s robots.txt does not allow {PRODUCT_TOKEN} to open {target}{why}; try another source."
+            )
+
+    async def _load_robots(self, origin: str) -> RobotsRules:
+        try:
+            result = await self.fetch(f"{origin}/robots.txt", max_bytes=ROBOTS_MAX_BYTES, check_robots=False)
+        except BlockedURLError:
+            raise
+        except FetchError as exc:
+            if exc.status is not None and 400 <= exc.status < 500:
+                return RobotsRules.allow_everything()  # no robots.txt: everything is allowed
+            return RobotsRules(disallow_all=True)
+        text = result.body.decode(result.charset or "utf-8", errors="replace")
+        return RobotsRules.parse(text, PRODUCT_TOKEN)
+
+
+def parse_content_type(value: str) -> tuple[str, str | None]:
+    """``("text/html", "gbk")`` from ``"text/html; charset=GBK"``."""
+    media_type, *params = value.split(";")
+    charset = None
+    for param in params:
+        key, _, val = param.partition("=")
+        if key.strip().lower() == "charset":
+            charset = val.strip().strip("\"'").lower() or None
+    return media_type.strip().lower(), charset
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int) -> tuple[bytes, bool]:
+    """The body up to ``max_bytes`` (decompressed), and whether it was cut there."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > max_bytes:
+            return b"".join(chunks)[:max_bytes], True
+    return b"".join(chunks), False
