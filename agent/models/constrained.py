@@ -10,14 +10,16 @@ draws among the valid tokens of the top ``top_k``).
 
 Supported schema keywords (what pydantic emits for tool signatures): ``type`` (also lists),
 ``properties``, ``required``, ``additionalProperties``, ``items``, ``enum``, ``const``, ``anyOf``/``oneOf``,
-``maxLength`` and local ``$ref``. Anything else is accepted as any JSON value.
+``maxLength`` and local ``$ref``. Anything else is accepted as any JSON value. Number literals are capped at
+24 characters and whitespace gaps at 10, so a small model cannot run away inside a call.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterator, Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import torch
 from transformers import LogitsProcessor
@@ -34,6 +36,9 @@ _NUMBER_PREFIX = re.compile(r"-?((0|[1-9]\d*)(\.\d*)?([eE][+-]?\d*)?)?")
 _INTEGER = re.compile(r"-?(0|[1-9]\d*)")
 _INTEGER_PREFIX = re.compile(r"-?(0|[1-9]\d*)?")
 _NUMBER_CHARS = set("+-0123456789.eE")
+# A double has at most 17 significant digits (RFC 8259's interoperable range); a longer literal is a
+# small model running away until max_new_tokens cuts the call in half.
+_MAX_NUMBER_CHARS = 24
 _ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{0,4}|.?)")
 
 
@@ -236,7 +241,7 @@ class JsonSchemaPrefix:
         while j < len(text) and text[j] in _NUMBER_CHARS:
             j += 1
         written = text[i:j]
-        if not written:
+        if not written or len(written) > _MAX_NUMBER_CHARS:
             return
         if j == len(text):
             if (_INTEGER_PREFIX if integer else _NUMBER_PREFIX).fullmatch(written):

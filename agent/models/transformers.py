@@ -14,11 +14,14 @@ changes what the model sees: greedy output with reuse equals greedy output witho
 from __future__ import annotations
 
 import asyncio
+import gc
+import importlib.util
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError, ModelNotFoundError
 from ..messages import Message, ToolSpec
@@ -54,7 +57,7 @@ class TransformersModel(GLM4Model):
     """
 
     def __init__(self, model_id_or_path: str | os.PathLike[str] = DEFAULT_MODEL, device: str | None = None,
-                 dtype: "str | torch.dtype | None" = None, *, load_in_4bit: bool = False,
+                 dtype: str | torch.dtype | None = None, *, load_in_4bit: bool = False,
                  reuse_cache: bool = True, trust_remote_code: bool = False):
         self.model_id = str(model_id_or_path)
         self.requested_device, self.requested_dtype = device, dtype
@@ -74,7 +77,7 @@ class TransformersModel(GLM4Model):
         return f"transformers:{self.model_id}"
 
     @property
-    def device(self) -> "torch.device":
+    def device(self) -> torch.device:
         return self.load().device
 
     # --- loading ----------------------------------------------------------------------------------
@@ -126,7 +129,7 @@ class TransformersModel(GLM4Model):
         emit = None
         if on_token is not None:
             # tokens are produced in a worker thread; the callback runs on the event loop's thread
-            emit = lambda piece: loop.call_soon_threadsafe(on_token, piece)  # noqa: E731
+            emit = lambda piece: loop.call_soon_threadsafe(on_token, piece)
         cancelled = threading.Event()
         try:
             return await asyncio.to_thread(self._complete, prompt, settings, tools or [], emit, cancelled)
@@ -141,6 +144,8 @@ class TransformersModel(GLM4Model):
         self.load()
         prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         limit = getattr(self.model.config, "max_position_embeddings", None)
+        if not prompt_ids:
+            raise ModelError("The prompt is empty: pass a rendered GLM-4 prompt (agent.protocol.glm4.render_prompt).")
         if limit and len(prompt_ids) >= limit:
             raise ModelError(f"The conversation is {len(prompt_ids)} tokens, more than the model's context of "
                              f"{limit}: start a new run or lower the output size of tools.")
@@ -186,7 +191,7 @@ class TransformersModel(GLM4Model):
                       prefilled_tokens=len(prompt_ids) - reused, reused_tokens=reused)
         return Completion(text=text, stop_reason=stop_reason, usage=usage)
 
-    def _forward(self, ids: list[int]) -> "torch.Tensor":
+    def _forward(self, ids: list[int]) -> torch.Tensor:
         """Run ``ids`` through the model on top of the cache; the logits of the last position."""
         import torch
 
@@ -238,9 +243,18 @@ class TransformersModel(GLM4Model):
 
     async def aclose(self) -> None:
         """Free the KV cache and the weights (a later step loads them again)."""
+        await asyncio.to_thread(self._unload)  # waits for a generation still finishing its token
+
+    def _unload(self) -> None:
         with self._lock:
+            on_gpu = self.model is not None and self.model.device.type == "cuda"
             self.reset_cache()
             self.model = self.tokenizer = None
+        if on_gpu:
+            import torch
+
+            gc.collect()
+            torch.cuda.empty_cache()  # give the memory back to other processes, not just to torch's pool
 
 
 class IncrementalDecoder:
@@ -272,7 +286,7 @@ class IncrementalDecoder:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
-def _pick(logits: "torch.Tensor", settings: ModelSettings) -> int:
+def _pick(logits: torch.Tensor, settings: ModelSettings) -> int:
     import torch
 
     if settings.temperature == 0:
@@ -292,7 +306,7 @@ def _locate(model_id: str) -> str:
             raise ModelNotFoundError(f"{model_id!r} is a directory without config.json, not a saved model: "
                                      f"{HOW_TO_GET_WEIGHTS}.")
         return str(path)
-    if model_id.startswith((".", "/", "~")) or model_id.count("/") > 1 or path.suffix:
+    if model_id.startswith((".", "/", "~")) or model_id.count("/") > 1:  # a path, not an `org/name` id
         raise ModelNotFoundError(f"There is no model directory at {model_id!r}: {HOW_TO_GET_WEIGHTS}.")
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.constants import HF_HUB_OFFLINE
@@ -316,12 +330,10 @@ def _stop_ids(tokenizer: Any, model_id: str) -> dict[int, StopReason]:
     return {vocabulary[token]: reason for token, reason in _STOP_REASONS.items()}
 
 
-def _four_bit_config(device: "torch.device", dtype: "torch.dtype") -> Any:
+def _four_bit_config(device: torch.device, dtype: torch.dtype) -> Any:
     from transformers import BitsAndBytesConfig
 
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("bitsandbytes") is None:
         raise ModelError("4-bit loading needs bitsandbytes: pip install 'glm-agent[quantization]'.") from None
     if device.type != "cuda":
         raise ModelError("4-bit loading needs a CUDA GPU: drop load_in_4bit on this machine.")
