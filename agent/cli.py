@@ -194,7 +194,9 @@ def build_model(model: str | None, base_url: str | None, api_key: str | None,
         return models.OpenAIChatModel(base_url, model, api_key=api_key)
     if backend is not None:
         raise AgentError("--backend only applies to served models: add --base-url URL.")
-    return models.TransformersModel(model) if model else models.TransformersModel()
+    local = models.TransformersModel(model) if model else models.TransformersModel()
+    local.load()  # now, with its progress bar, rather than in the middle of the first step
+    return local
 
 
 def _builtin_names(tools: str | None, enabled: list[str]) -> list[str]:

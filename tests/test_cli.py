@@ -160,3 +160,11 @@ def test_example_embedding_runs(fake_server):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "answer (answered, 1 steps" in proc.stdout and "No tools needed: 42." in proc.stdout
+
+
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}])
+def test_local_default_without_weights_is_one_clear_line(tmp_path, env):
+    proc = agent_cli("run", "hi", env={"HF_HOME": str(tmp_path / "hf"), "TRANSFORMERS_OFFLINE": "0", **env})
+    assert proc.returncode == 1
+    (line,) = proc.stderr.strip().splitlines()
+    assert "THUDM/glm-4-9b-chat-hf" in line and "--model /path/to/glm-4-9b-chat-hf" in line and "--base-url" in line

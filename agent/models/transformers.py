@@ -298,7 +298,9 @@ def _pick(logits: torch.Tensor, settings: ModelSettings) -> int:
 def _locate(model_id: str) -> str:
     """Where the weights are: a local directory, a cached or downloadable hub id; raises when nowhere.
 
-    Only looks at the disk and the environment; it never contacts the hub.
+    Looks at the disk and the environment; for an id that is not cached, it only checks (one TCP
+    connect) that the hub can be reached, so a machine without network fails in a second with a clear
+    message instead of retrying downloads for a minute.
     """
     path = Path(model_id).expanduser()
     if path.is_dir():
@@ -317,7 +319,24 @@ def _locate(model_id: str) -> str:
     if HF_HUB_OFFLINE or os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in ("1", "true", "yes"):
         raise ModelNotFoundError(f"The weights of {model_id!r} are not on this machine and the hub is offline: "
                                  f"{HOW_TO_GET_WEIGHTS}.")
+    from huggingface_hub.constants import ENDPOINT
+
+    if not _reachable(ENDPOINT):
+        raise ModelNotFoundError(f"The weights of {model_id!r} are not on this machine and {ENDPOINT} cannot be "
+                                 f"reached: {HOW_TO_GET_WEIGHTS}.")
     return model_id  # from_pretrained downloads it; a failure there raises ModelNotFoundError too
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "", parts.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _stop_ids(tokenizer: Any, model_id: str) -> dict[int, StopReason]:
