@@ -49,7 +49,7 @@ class SandboxSettings(_Section):
 
     isolation: Literal["auto", "bwrap", "landlock", "none"] = Field(
         "auto", description="auto: the strongest that works; none: no OS isolation (must be explicit)")
-    memory_mb: int = Field(2048, ge=256, description="address-space limit of the kernel")
+    memory_mb: int = Field(2048, ge=512, description="address-space limit of the kernel (numpy+pandas need ~500)")
     max_processes: int = Field(64, ge=16, description="processes and threads of one kernel")
     max_file_mb: int = Field(256, ge=1, description="largest file the kernel may write")
     max_open_files: int = Field(256, ge=64)

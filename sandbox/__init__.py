@@ -1,0 +1,32 @@
+"""Jupyter kernels under OS isolation: the engine of the ``python`` tool.
+
+>>> from sandbox import Sandbox
+>>> with Sandbox() as sb:                      # doctest: +SKIP
+...     print(sb.execute("import sys; sys.version_info[:2]").result)
+
+Tiers (policy ``[sandbox] isolation``): ``bwrap`` (bubblewrap namespaces), ``landlock`` (Landlock +
+seccomp + rlimits, without namespaces), ``none`` (explicit only); ``auto`` picks the strongest that
+works here. See :mod:`sandbox.isolation`.
+"""
+
+from .errors import KernelStartError, SandboxClosedError, SandboxError, SandboxUnavailableError
+from .isolation import resolve_isolation, tier_problem
+from .kernel import Kernel
+from .pool import KernelPool
+from .results import ExecutionError, ExecutionResult
+from .sandbox import AsyncSandbox, Sandbox
+
+__all__ = [
+    "AsyncSandbox",
+    "ExecutionError",
+    "ExecutionResult",
+    "Kernel",
+    "KernelPool",
+    "KernelStartError",
+    "Sandbox",
+    "SandboxClosedError",
+    "SandboxError",
+    "SandboxUnavailableError",
+    "resolve_isolation",
+    "tier_problem",
+]

@@ -1,0 +1,374 @@
+"""Isolation tiers: which one works here, and the command that starts a kernel under it.
+
+Tier A, ``bwrap``: bubblewrap with every namespace unshared (no network, own pids, own mounts),
+read-only system and Python paths, the session directory at ``/mnt/data``, a private ``/tmp``,
+a seccomp filter, rlimits, a clean environment. As root, bwrap runs without a user namespace
+(root can mount anything, e.g. a pyenv Python under ``/root``) and the launcher inside drops to a
+fresh unprivileged uid; as a normal user it runs with ``--unshare-all`` in a user namespace.
+
+Tier B, ``landlock``: no namespaces; Landlock limits the files the kernel sees and forbids TCP
+connections, signals and abstract sockets beyond the sandbox; seccomp allows only Unix, TCP and
+route-netlink sockets (no UDP, so no DNS); rlimits and an unprivileged uid (when root) bound
+resources, and a supervisor kills every descendant when the kernel goes.
+
+``none``: no OS isolation, only rlimits; chosen only when the policy says so.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.policy import SandboxSettings
+
+from .errors import SandboxUnavailableError
+
+LAUNCHER = Path(__file__).with_name("_launch.py")
+MIB = 1024 * 1024
+
+# Inside bubblewrap the kernel sees its files at fixed places.
+DATA_DIR = "/mnt/data"
+RUNTIME_DIR = "/run/kernel"
+_INNER_LAUNCHER = "/run/launch.py"
+
+# /etc entries a kernel needs (libraries, time zone, name resolution, TLS, fonts); never all of /etc.
+_ETC = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "nsswitch.conf", "hosts",
+        "resolv.conf", "host.conf", "gai.conf", "ssl", "ca-certificates", "fonts", "mime.types", "protocols",
+        "services"]
+_SYSTEM = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"]
+_DEVICES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
+
+INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`; Fedora: `dnf install bubblewrap`) "
+                "and allow user namespaces")
+
+
+@dataclass(frozen=True)
+class KernelDirs:
+    """The host directories of one kernel."""
+
+    runtime: Path  # connection file and the ipc sockets
+    tmp: Path  # private /tmp (used as such by tier B; tier A mounts a tmpfs)
+    workdir: Path  # /mnt/data
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """How to start one kernel: the host command and where the kernel sees its directories."""
+
+    argv: list[str]
+    kernel_runtime: str
+    tier: str
+
+
+def python_paths() -> list[str]:
+    """Directories of this Python installation the kernel must read (outside /usr)."""
+    candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                  str(Path(os.path.realpath(sys.executable)).parent.parent)}
+    paths = sorted({os.path.realpath(p) for p in candidates if p})
+    outside = [p for p in paths if not any(p == s or p.startswith(s + "/") for s in ("/usr",))]
+    # Keep the outermost ones only.
+    return [p for p in outside if not any(p != q and p.startswith(q + "/") for q in outside)]
+
+
+def python_executable() -> str:
+    return os.path.realpath(sys.executable)
+
+
+def kernel_env(tmp: str, threads: int) -> dict[str, str]:
+    """The kernel's whole environment: nothing from the host (no API keys)."""
+    bindir = str(Path(python_executable()).parent)
+    return {
+        "PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": tmp,
+        "TMPDIR": tmp,
+        "USER": "sandbox",
+        "LOGNAME": "sandbox",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        "MPLCONFIGDIR": f"{tmp}/.matplotlib",
+        "IPYTHONDIR": f"{tmp}/.ipython",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+        "MALLOC_ARENA_MAX": "2",  # glibc reserves 64 MiB of address space per thread arena otherwise
+        # BLAS thread pools reserve address space and count against the process limit.
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+    }
+
+
+def kernel_argv(runtime: str) -> list[str]:
+    return [python_executable(), "-B", "-s", "-m", "ipykernel_launcher", "-f", f"{runtime}/connection.json",
+            "--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=ERROR"]
+
+
+def rlimits(settings: SandboxSettings) -> dict[str, int]:
+    return {
+        "AS": settings.memory_mb * MIB,
+        "FSIZE": settings.max_file_mb * MIB,
+        "NOFILE": settings.max_open_files,
+        "CPU": settings.cpu_seconds,
+        "CORE": 0,
+        "NPROC": settings.max_processes,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# uids: one fresh unprivileged uid per kernel when running as root
+
+
+def running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+_uid_counter = itertools.count()
+
+
+def allocate_uid() -> int | None:
+    """A uid no one else uses, or ``None`` when not root (then the kernel keeps ours).
+
+    Distinct per kernel so that ``RLIMIT_NPROC`` and ``kill(-1)`` are scoped to one kernel: the
+    range starts at 2**30, far above real users and subordinate-id ranges.
+    """
+    if not running_as_root():
+        return None
+    return (1 << 30) + (os.getpid() % (1 << 22)) * 256 + next(_uid_counter) % 256
+
+
+def _unreachable_python() -> dict[str, list[str]]:
+    """Python directories an unprivileged uid cannot reach, by the topmost directory that blocks it.
+
+    pyenv installs under ``/root`` (mode 0700); tier B then exposes just the installation to the
+    kernel (see ``expose_paths`` in the launcher).
+    """
+    blocked: dict[str, list[str]] = {}
+    for path in python_paths():
+        for directory in [*reversed(Path(path).parents), Path(path)]:
+            if not os.stat(directory).st_mode & 0o001:
+                blocked.setdefault(str(directory), []).append(path)
+                break
+    return blocked
+
+
+# ----------------------------------------------------------------------------------------------
+# launch plans
+
+
+def _launcher_argv(config: dict) -> list[str]:
+    return [python_executable(), "-I", "-S", str(LAUNCHER), json.dumps(config)]
+
+
+def _bwrap_argv(settings: SandboxSettings, dirs: KernelDirs, command: list[str]) -> list[str]:
+    bwrap = shutil.which("bwrap") or "/usr/bin/bwrap"
+    if running_as_root():
+        # As root bwrap needs no user namespace; it mounts what root can reach (pyenv under /root),
+        # and the launcher inside drops to the kernel's uid with the two capabilities kept for that.
+        argv = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
+                "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        if not settings.network:
+            argv.append("--unshare-net")
+    else:
+        argv = [bwrap, "--unshare-all", "--unshare-user"]
+        if settings.network:
+            argv.append("--share-net")
+        if "--disable-userns" in _bwrap_help():
+            argv.append("--disable-userns")  # no nested namespaces from inside
+    argv += ["--die-with-parent", "--new-session", "--clearenv", "--hostname", "sandbox"]
+    made = {"/"}
+
+    def mount(option: str, source: str, dest: str) -> None:
+        # Parents bwrap creates are 0700 when it runs as root: make them passable for the kernel's uid.
+        for parent in reversed(Path(dest).parents):
+            if str(parent) not in made:
+                made.add(str(parent))
+                argv.extend(["--perms", "0755", "--dir", str(parent)])
+        argv.extend([option, source, dest])
+
+    for path in _SYSTEM:
+        if os.path.islink(path):
+            mount("--symlink", os.readlink(path), path)
+        elif os.path.isdir(path):
+            mount("--ro-bind", path, path)
+    for path in python_paths():
+        mount("--ro-bind", path, path)
+    for name in _ETC:
+        mount("--ro-bind-try", f"/etc/{name}", f"/etc/{name}")
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    for tmpfs in ("/tmp", "/dev/shm"):  # private; /dev/shm holds multiprocessing's semaphores
+        if "--size" in _bwrap_help():
+            argv += ["--size", str(settings.tmp_mb * MIB)]
+        argv += ["--perms", "1777", "--tmpfs", tmpfs]
+    mount("--bind", str(dirs.workdir), DATA_DIR)
+    mount("--bind", str(dirs.runtime), RUNTIME_DIR)
+    mount("--ro-bind", str(LAUNCHER), _INNER_LAUNCHER)
+    argv += ["--chdir", DATA_DIR,
+             "--seccomp", "@SECCOMP_FD@",
+             "--", *command]
+    return argv
+
+
+def plan_launch(tier: str, settings: SandboxSettings, dirs: KernelDirs, uid: int | None,
+                command: list[str] | None = None) -> LaunchPlan:
+    """The host command that starts a kernel (or ``command``, for probes) under ``tier``."""
+    gid = uid
+    threads = min(4, os.cpu_count() or 1)
+    limits = rlimits(settings)
+    if tier == "bwrap":
+        inner = {"mode": "inner", "rlimits": limits, "env": kernel_env("/tmp", threads),
+                 "argv": command or kernel_argv(RUNTIME_DIR), "uid": uid, "gid": gid}
+        wrapped = [python_executable(), "-I", "-S", _INNER_LAUNCHER, json.dumps(inner)]
+        # Inside bubblewrap the netns already cuts the network: only the syscall deny list applies.
+        outer = {"mode": "outer", "argv": _bwrap_argv(settings, dirs, wrapped), "deny_network": False, "env": {}}
+        return LaunchPlan(_launcher_argv(outer), RUNTIME_DIR, tier)
+    if tier == "landlock":
+        if uid is None:
+            # Not root: RLIMIT_NPROC counts all of our user's processes, so allow what runs now plus the budget.
+            limits["NPROC"] = _processes_of(os.getuid()) + settings.max_processes
+        config = {
+            "mode": "landlock", "argv": command or kernel_argv(str(dirs.runtime)),
+            "env": kernel_env(str(dirs.tmp), threads), "cwd": str(dirs.workdir), "rlimits": limits,
+            "uid": uid, "gid": gid, "expose": _unreachable_python() if uid is not None else {},
+            "deny_network": not settings.network,
+            "landlock": {
+                "read": [*_SYSTEM, *python_paths(), *(f"/etc/{n}" for n in _ETC), "/proc",
+                         "/sys/devices/system/cpu"],
+                "write": [str(dirs.workdir), str(dirs.runtime), str(dirs.tmp)],
+                "devices": _DEVICES,
+            },
+        }
+        return LaunchPlan(_launcher_argv(config), str(dirs.runtime), tier)
+    if tier == "none":
+        limits.pop("NPROC")  # would count every process of our user
+        config = {"mode": "none", "argv": command or kernel_argv(str(dirs.runtime)),
+                  "env": kernel_env(str(dirs.tmp), threads), "cwd": str(dirs.workdir), "rlimits": limits}
+        return LaunchPlan(_launcher_argv(config), str(dirs.runtime), tier)
+    raise ValueError(f"unknown isolation tier {tier!r}")
+
+
+def sweep_uid(uid: int) -> None:
+    """As root: SIGKILL whatever still runs as a kernel's uid (children that escaped with setsid)."""
+    subprocess.run(_launcher_argv({"mode": "sweep", "uid": uid, "gid": uid}), env={}, timeout=10,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+def _processes_of(uid: int) -> int:
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    count += len(os.listdir(f"/proc/{entry}/task"))
+            except OSError:
+                pass
+    return count
+
+
+@functools.cache
+def _bwrap_help() -> str:
+    bwrap = shutil.which("bwrap")
+    if not bwrap:
+        return ""
+    try:
+        return subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+# ----------------------------------------------------------------------------------------------
+# probes: does a tier really work here? (run once per process, ~0.1 s each)
+
+
+def make_dirs(base: Path, uid: int | None, workdir: Path | None = None) -> KernelDirs:
+    """Create a kernel's directories under ``base``, owned by the kernel's uid."""
+    base.mkdir(parents=True, exist_ok=True)
+    os.chmod(base, 0o711)  # the kernel's uid may pass through, not list
+    dirs = KernelDirs(runtime=base / "runtime", tmp=base / "tmp", workdir=workdir or base / "data")
+    for path in (dirs.runtime, dirs.tmp, dirs.workdir):
+        path.mkdir(parents=True, exist_ok=True)
+        if uid is not None:
+            os.chown(path, uid, uid)
+    for path in (dirs.runtime, dirs.tmp) if workdir else (dirs.runtime, dirs.tmp, dirs.workdir):
+        os.chmod(path, 0o700)
+    return dirs
+
+
+def _probe(tier: str) -> str | None:
+    """Run ``python -c pass`` under the tier; ``None`` if it worked, else why not."""
+    if tier == "bwrap" and not shutil.which("bwrap"):
+        return "bubblewrap (bwrap) is not installed"
+    if tier == "landlock":
+        abi = _landlock_abi()
+        if abi < 4:
+            return (f"this Linux kernel's Landlock ABI is {abi}; version 4 (Linux 6.7+, landlock in the LSM list) "
+                    "is needed to cut the network")
+        if os.uname().machine not in ("x86_64", "aarch64"):
+            return f"the seccomp filter is not written for {os.uname().machine}"
+    uid = allocate_uid()
+    with tempfile.TemporaryDirectory(prefix="glm-sandbox-probe-") as tmp:
+        dirs = make_dirs(Path(tmp), uid)
+        settings = SandboxSettings()
+        check = "import os; assert os.getuid() != 0 or {root}; open('{data}/ok', 'w').write('1')"
+        data = DATA_DIR if tier == "bwrap" else str(dirs.workdir)
+        command = [python_executable(), "-S", "-c", check.format(root=uid is None, data=data)]
+        try:
+            plan = plan_launch(tier, settings, dirs, uid, command=command)
+            done = subprocess.run(plan.argv, env={}, capture_output=True, text=True, timeout=30,
+                                  stdin=subprocess.DEVNULL)
+        except SandboxUnavailableError as exc:
+            return str(exc)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            if uid is not None:
+                sweep_uid(uid)
+        if done.returncode != 0 or not (dirs.workdir / "ok").exists():
+            last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+            return last
+    return None
+
+
+def _landlock_abi() -> int:
+    done = subprocess.run(_launcher_argv({"mode": "probe"}), capture_output=True, text=True, env={}, timeout=10)
+    try:
+        return int(done.stdout.strip())
+    except ValueError:
+        return 0
+
+
+@functools.cache
+def tier_problem(tier: str) -> str | None:
+    """Why ``tier`` cannot run here (``None`` when it can). Cached for the process."""
+    return None if tier == "none" else _probe(tier)
+
+
+def resolve_isolation(requested: str) -> str:
+    """The tier to use for the policy's ``isolation`` value, or a clear refusal."""
+    if requested == "none":
+        return "none"
+    if requested == "landlock":
+        problem = tier_problem("landlock")
+        if problem:
+            raise SandboxUnavailableError(f"The policy asks for isolation = 'landlock', which cannot run here: {problem}.")
+        return "landlock"
+    bwrap_problem = tier_problem("bwrap")
+    if bwrap_problem is None:
+        return "bwrap"
+    if requested == "bwrap":
+        raise SandboxUnavailableError(
+            f"The policy asks for isolation = 'bwrap', but bubblewrap cannot run here ({bwrap_problem}): "
+            f"{INSTALL_HINT}, or choose isolation = 'auto'.")
+    landlock_problem = tier_problem("landlock")
+    if landlock_problem is None:
+        return "landlock"
+    raise SandboxUnavailableError(
+        f"No OS sandbox works here (bubblewrap: {bwrap_problem}; Landlock: {landlock_problem}): {INSTALL_HINT}, "
+        "or set isolation = \"none\" in the policy's [sandbox] section to run code without isolation.")

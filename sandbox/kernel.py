@@ -1,0 +1,448 @@
+"""One Jupyter kernel under OS isolation: start, execute, interrupt, restart, close.
+
+The client speaks the Jupyter protocol over the ``ipc`` transport (Unix sockets in the kernel's own
+runtime directory). While a cell runs, one ``poll`` waits on the kernel's output sockets *and* on a
+pidfd of the kernel's process, so a kernel that dies (OOM, SIGKILL, ``os._exit``, CPU limit) is seen
+at once, not after a timeout.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from queue import Empty
+from typing import Any
+
+import zmq
+from jupyter_client.blocking.client import BlockingKernelClient
+
+from agent.policy import SandboxSettings
+
+from . import isolation
+from .errors import KernelStartError, SandboxClosedError
+from .results import CappedText, ExecutionError, ExecutionResult, strip_ansi
+
+MAX_IMAGES = 20
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a hostile kernel cannot make us buffer more than this per message
+
+# Every kernel process is started from this one long-lived thread: bwrap --die-with-parent and the
+# supervisor's PR_SET_PDEATHSIG fire when the *thread* that forked them exits, and a worker thread
+# of asyncio or of the pool may exit long before the kernel should.
+_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-spawn")
+_live: weakref.WeakSet[Kernel] = weakref.WeakSet()
+_zmq_context: zmq.Context | None = None
+_base_dir: Path | None = None
+_lock = threading.Lock()
+
+
+def _context() -> zmq.Context:
+    global _zmq_context
+    with _lock:
+        if _zmq_context is None:
+            _zmq_context = zmq.Context()
+            _zmq_context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+            _zmq_context.setsockopt(zmq.LINGER, 0)
+        return _zmq_context
+
+
+def base_dir() -> Path:
+    """The process's directory for kernels (removed at exit)."""
+    global _base_dir
+    with _lock:
+        if _base_dir is None:
+            _base_dir = Path(tempfile.mkdtemp(prefix="glm-sandbox-"))
+            os.chmod(_base_dir, 0o711)
+        return _base_dir
+
+
+@atexit.register
+def _close_all() -> None:
+    for kernel in list(_live):
+        kernel.close()
+    if _base_dir is not None:
+        shutil.rmtree(_base_dir, ignore_errors=True)
+
+
+class Kernel:
+    """A sandboxed IPython kernel with its working directory, restarted after crashes and hangs.
+
+    Not thread-safe for concurrent ``execute`` calls (one session uses one kernel); ``interrupt``
+    and ``close`` may be called from another thread.
+    """
+
+    def __init__(self, settings: SandboxSettings, tier: str, workdir: Path | None = None):
+        self.settings = settings
+        self.tier = tier
+        self.uid = isolation.allocate_uid() if tier != "none" else None
+        self._dir = Path(tempfile.mkdtemp(prefix="k-", dir=base_dir()))
+        self._owns_workdir = workdir is None
+        self._workdir_owner: tuple[int, int] | None = None
+        if workdir is not None:
+            workdir = Path(workdir).resolve()
+            workdir.mkdir(parents=True, exist_ok=True)
+            if self.uid is not None:  # lend it to the kernel's uid; given back on close
+                st = workdir.stat()
+                self._workdir_owner = (st.st_uid, st.st_gid)
+        self.dirs = isolation.make_dirs(self._dir, self.uid, workdir)
+        self._proc: subprocess.Popen | None = None
+        self._reaped = False  # the process is gone and its uid swept
+        self._pidfd: int | None = None
+        self._client: BlockingKernelClient | None = None
+        self._control_lock = threading.Lock()
+        self._run_lock = threading.Lock()
+        self._closed = False
+        self.restarts = 0
+        _live.add(self)
+
+    # ------------------------------------------------------------------------------------------
+    # lifecycle
+
+    @property
+    def workdir(self) -> Path:
+        """Host path of the kernel's ``/mnt/data``."""
+        return self.dirs.workdir
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> Kernel:
+        """Start the kernel process and wait until it answers (cold start)."""
+        if self._closed:
+            raise SandboxClosedError("This sandbox is closed: create a new one.")
+        key = secrets.token_hex(32)
+        runtime = self.dirs.runtime
+        for stale in runtime.iterdir():
+            stale.unlink()
+        info = {"transport": "ipc", "signature_scheme": "hmac-sha256", "key": key, "kernel_name": "python3",
+                "shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
+        plan = isolation.plan_launch(self.tier, self.settings, self.dirs, self.uid)
+        connection = runtime / "connection.json"
+        connection.write_text(json.dumps({**info, "ip": f"{plan.kernel_runtime}/ipc"}))
+        os.chmod(connection, 0o600)
+        if self.uid is not None:
+            os.chown(connection, self.uid, self.uid)
+        log_path = self._dir / "launch.log"
+        with open(log_path, "wb") as log:
+            self._proc = _spawner.submit(
+                subprocess.Popen, plan.argv, env={}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=log, start_new_session=True, close_fds=True,
+            ).result()
+        self._reaped = False
+        self._pidfd = _pidfd_open(self._proc.pid)
+        client = BlockingKernelClient(context=_context())
+        client.load_connection_info({**info, "ip": f"{runtime}/ipc"})
+        client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
+        self._client = client
+        try:
+            self._wait_ready(time.monotonic() + self.settings.startup_timeout_s)
+        except BaseException:
+            self._stop_process()
+            raise
+        return self
+
+    def _wait_ready(self, deadline: float) -> None:
+        """Wait for a kernel_info reply and for iopub to carry messages (a new subscriber misses early ones)."""
+        client = self._require_client()
+        replied = iopub_works = False
+        msg_id = client.kernel_info()
+        last_request = time.monotonic()
+        while not (replied and iopub_works):
+            if time.monotonic() > deadline:
+                raise KernelStartError(f"The kernel did not start within {self.settings.startup_timeout_s:g} s"
+                                       f"{self._log_tail()}; raise [sandbox] startup_timeout_s if the machine is slow.")
+            if not self.alive:
+                raise KernelStartError(f"The kernel exited while starting ({self._exit_description()})"
+                                       f"{self._log_tail()}.")
+            events = self._poll(0.1)
+            if client.shell_channel.socket in events:
+                replied |= any(m["parent_header"].get("msg_id") == msg_id for m in _drain(client.shell_channel))
+            if client.iopub_channel.socket in events:
+                iopub_works |= bool(_drain(client.iopub_channel))
+            if time.monotonic() - last_request > (0.2 if replied else 1.0):
+                # Ask again: its busy/idle status shows whether iopub is connected yet.
+                msg_id, last_request = client.kernel_info(), time.monotonic()
+                replied = False
+
+    def restart(self) -> None:
+        """Kill the kernel (and everything it started) and start a fresh one; variables are lost."""
+        self._stop_process()
+        self.restarts += 1
+        self.start()
+
+    def close(self) -> None:
+        """Kill the kernel and its descendants and delete its directories. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._kill_process()  # a cell running in another thread sees the death and returns
+        running = not self._run_lock.acquire(timeout=self.settings.interrupt_grace_s)
+        try:
+            self._stop_process()
+        finally:
+            if not running:
+                self._run_lock.release()
+        if self._workdir_owner is not None:
+            _chown_tree(self.dirs.workdir, *self._workdir_owner)
+        shutil.rmtree(self._dir, ignore_errors=True)  # runtime, tmp, log; and the workdir when it is ours
+        _live.discard(self)
+
+    def _stop_process(self) -> None:
+        self._kill_process()
+        if self._client is not None:
+            self._client.stop_channels()
+            self._client = None
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def _kill_process(self) -> None:
+        proc = self._proc
+        if proc is None or self._reaped:
+            return
+        if proc.poll() is None:
+            if self.tier == "landlock":
+                _signal(proc.pid, signal.SIGTERM)  # the supervisor kills every descendant, then exits
+                try:
+                    proc.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    pass
+            # Tier A: killing bwrap kills its pid namespace's init, and with it every process inside.
+            _signal(-proc.pid, signal.SIGKILL)
+        proc.wait()
+        self._reaped = True
+        if self.uid is not None:
+            isolation.sweep_uid(self.uid)  # belt and braces: nothing may outlive the session
+
+    # ------------------------------------------------------------------------------------------
+    # execution
+
+    def execute(self, code: str, timeout: float | None = None) -> ExecutionResult:
+        """Run ``code`` as a notebook cell and collect what it shows.
+
+        Past ``timeout`` (default: the policy's) the kernel is interrupted; if it does not stop
+        within the grace period it is restarted. A kernel that dies is restarted too; the result
+        says so in ``restarted`` and ``error``.
+        """
+        if self._closed:
+            raise SandboxClosedError("This sandbox is closed: create a new one.")
+        with self._run_lock:
+            if not self.alive:
+                self.restart()
+                return self._execute(code, timeout, restarted=True)
+            return self._execute(code, timeout, restarted=False)
+
+    def _execute(self, code: str, timeout: float | None, restarted: bool, silent: bool = False) -> ExecutionResult:
+        client = self._require_client()
+        timeout = self.settings.timeout_s if timeout is None else timeout
+        cell = _Cell(self.settings.output_bytes)
+        msg_id = client.execute(code, silent=silent, store_history=not silent, allow_stdin=False, stop_on_error=True)
+        outcome = self._collect(msg_id, cell, time.monotonic() + timeout)
+        if outcome == "timeout":
+            cell.timed_out = True
+            self.interrupt()
+            outcome = self._collect(msg_id, cell, time.monotonic() + self.settings.interrupt_grace_s)
+            if outcome == "timeout":
+                self.restart()
+                return cell.result(restarted=True, error=ExecutionError(
+                    ename="TimeoutError",
+                    evalue=(f"The cell ran longer than {timeout:g} s and did not stop when interrupted, so the "
+                            "kernel was restarted: variables are lost; files in /mnt/data are kept."),
+                ))
+        if outcome == "died":
+            if self._closed:
+                raise SandboxClosedError("The sandbox was closed while the cell was running.")
+            why = self._exit_description()
+            self.restart()
+            return cell.result(restarted=True, error=ExecutionError(
+                ename="KernelDied",
+                evalue=(f"The Python kernel died ({why}) and was restarted: variables are lost; "
+                        "files in /mnt/data are kept."),
+            ))
+        return cell.result(restarted=restarted)
+
+    def _collect(self, msg_id: str, cell: _Cell, deadline: float) -> str:
+        """Read the cell's messages until it is done ("done"), time runs out, or the kernel dies."""
+        client = self._require_client()
+        iopub, shell = client.iopub_channel, client.shell_channel
+        while not (cell.idle and cell.replied):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "timeout"
+            events = self._poll(remaining)
+            if iopub.socket in events:
+                for msg in _drain(iopub):
+                    if msg["parent_header"].get("msg_id") == msg_id:
+                        cell.handle(msg)
+            if shell.socket in events:
+                for msg in _drain(shell):
+                    if msg["parent_header"].get("msg_id") == msg_id:
+                        cell.replied = True
+            if self._pidfd_ready(events) and not (cell.idle and cell.replied):
+                return "died"
+        return "done"
+
+    def interrupt(self) -> None:
+        """Ask the kernel to stop the running cell (``interrupt_request`` on the control channel)."""
+        client = self._client
+        if client is None:
+            return
+        with self._control_lock:
+            for _ in _drain(client.control_channel):
+                pass  # replies to earlier interrupts
+            client.control_channel.send(client.session.msg("interrupt_request", content={}))
+
+    def preload(self, modules: list[str]) -> None:
+        """Import modules ahead (warm pool) without binding names in the user's namespace."""
+        if modules:
+            with self._run_lock:
+                self._execute(f"for _m in {modules!r}:\n    __import__(_m)\ndel _m",
+                              self.settings.startup_timeout_s, restarted=False, silent=True)
+
+    # ------------------------------------------------------------------------------------------
+    # helpers
+
+    def _require_client(self) -> BlockingKernelClient:
+        if self._client is None:
+            raise SandboxClosedError("This sandbox is closed: create a new one.")
+        return self._client
+
+    def _poll(self, timeout_s: float) -> dict[Any, int]:
+        client = self._require_client()
+        poller = zmq.Poller()
+        poller.register(client.iopub_channel.socket, zmq.POLLIN)
+        poller.register(client.shell_channel.socket, zmq.POLLIN)
+        if self._pidfd is not None:
+            poller.register(self._pidfd, zmq.POLLIN)
+        return dict(poller.poll(max(int(timeout_s * 1000), 0) if self._pidfd is not None else min(int(timeout_s * 1000), 100)))
+
+    def _pidfd_ready(self, events: dict[Any, int]) -> bool:
+        if self._pidfd is not None:
+            return self._pidfd in events
+        return not self.alive
+
+    def _exit_description(self) -> str:
+        proc = self._proc
+        code = proc.wait() if proc is not None else None
+        if code is None:
+            return "unknown cause"
+        # The launcher reports a kernel killed by signal N as 128 + N, like a shell.
+        signum = -code if code < 0 else code - 128 if code > 128 else None
+        if signum:
+            try:
+                name = signal.Signals(signum).name
+            except ValueError:
+                name = f"signal {signum}"
+            hint = {"SIGKILL": "killed: out of memory, or the CPU budget ran out",
+                    "SIGXCPU": f"its CPU budget of {self.settings.cpu_seconds} s ran out"}.get(name, name)
+            return f"{name}: {hint}" if hint != name else name
+        return f"exit code {code}"
+
+    def _log_tail(self) -> str:
+        try:
+            lines = (self._dir / "launch.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return f": {' / '.join(lines[-3:])}" if lines else ""
+
+    def __repr__(self) -> str:
+        return f"<Kernel {self.tier} {'alive' if self.alive else 'stopped'} {self.workdir}>"
+
+
+class _Cell:
+    """What one cell has shown so far."""
+
+    def __init__(self, limit: int):
+        self.stdout = CappedText(limit)
+        self.stderr = CappedText(limit)
+        self.result_text: str | None = None
+        self.images: list[bytes] = []
+        self.images_dropped = 0
+        self.error: ExecutionError | None = None
+        self.idle = False
+        self.replied = False
+        self.timed_out = False
+
+    def handle(self, msg: dict) -> None:
+        kind, content = msg["header"].get("msg_type"), msg.get("content") or {}
+        if kind == "stream":
+            (self.stderr if content.get("name") == "stderr" else self.stdout).add(str(content.get("text", "")))
+        elif kind in ("execute_result", "display_data", "update_display_data"):
+            data = content.get("data") or {}
+            png = data.get("image/png")
+            if isinstance(png, str):
+                self._add_image(png)
+            elif kind == "execute_result":
+                self.result_text = str(data.get("text/plain", ""))
+            elif "text/plain" in data:
+                self.stdout.add(str(data["text/plain"]) + "\n")
+        elif kind == "error":
+            self.error = ExecutionError(
+                ename=str(content.get("ename", "Error")), evalue=str(content.get("evalue", "")),
+                traceback=[line for item in content.get("traceback") or [] for line in strip_ansi(str(item)).splitlines()],
+            )
+        elif kind == "status" and content.get("execution_state") == "idle":
+            self.idle = True
+
+    def _add_image(self, encoded: str) -> None:
+        if len(self.images) >= MAX_IMAGES:
+            self.images_dropped += 1
+            return
+        try:
+            self.images.append(base64.b64decode(encoded))
+        except ValueError:
+            pass
+
+    def result(self, restarted: bool, error: ExecutionError | None = None) -> ExecutionResult:
+        stdout = self.stdout.text()
+        if self.images_dropped:
+            stdout += f"\n[{self.images_dropped} more images not kept]"
+        return ExecutionResult(stdout=stdout, stderr=self.stderr.text(), result=self.result_text,
+                               images=self.images, error=error or self.error, timed_out=self.timed_out,
+                               restarted=restarted)
+
+
+def _drain(channel: Any) -> list[dict]:
+    """Every message ready on a channel, without waiting."""
+    messages = []
+    while True:
+        try:
+            messages.append(channel.get_msg(timeout=0))
+        except Empty:
+            return messages
+        except (ValueError, KeyError, TypeError):  # a malformed or badly signed message: skip it
+            continue
+
+
+def _pidfd_open(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # old kernels: fall back to polling the process
+        return None
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    for path in [root, *root.rglob("*")]:
+        try:
+            os.lchown(path, uid, gid)
+        except OSError:
+            pass

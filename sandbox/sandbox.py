@@ -1,0 +1,159 @@
+"""The public sandbox: a stateful Python session under OS isolation, sync or async."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from agent.policy import Policy, SandboxSettings
+
+from .errors import SandboxClosedError
+from .isolation import resolve_isolation
+from .kernel import Kernel
+from .pool import KernelPool, settings_of
+from .results import ExecutionResult
+
+
+class Sandbox:
+    """A notebook-like Python session whose code the operating system confines.
+
+    >>> with Sandbox() as sb:                      # doctest: +SKIP
+    ...     sb.execute("x = 6 * 7")
+    ...     sb.execute("print(x)").stdout
+    '42\\n'
+
+    Args:
+        policy_or_settings: a :class:`~agent.policy.Policy` or its ``sandbox`` settings (default:
+            the default policy's).
+        workdir: a host directory to mount at ``/mnt/data`` (created if missing, kept on close).
+            Default: a fresh temporary one, deleted on close.
+        pool: take a warm kernel from this pool instead of starting one (ignored with ``workdir``).
+    """
+
+    def __init__(self, policy_or_settings: Policy | SandboxSettings | None = None, *,
+                 workdir: str | Path | None = None, pool: KernelPool | None = None):
+        self.settings = settings_of(policy_or_settings if pool is None or policy_or_settings else pool.settings)
+        if pool is not None and workdir is None:
+            self._kernel = pool.claim()
+        else:
+            self._kernel = Kernel(self.settings, resolve_isolation(self.settings.isolation), workdir)
+            try:
+                self._kernel.start()
+            except BaseException:
+                self._kernel.close()
+                raise
+
+    @classmethod
+    def _from_kernel(cls, kernel: Kernel) -> Sandbox:
+        sandbox = cls.__new__(cls)
+        sandbox.settings = kernel.settings
+        sandbox._kernel = kernel
+        return sandbox
+
+    @property
+    def workdir(self) -> Path:
+        """Host path of the session's ``/mnt/data``."""
+        return self._kernel.workdir
+
+    @property
+    def isolation(self) -> str:
+        """The tier in force: ``"bwrap"``, ``"landlock"`` or ``"none"``."""
+        return self._kernel.tier
+
+    @property
+    def data_dir(self) -> str:
+        """Where code in the sandbox sees the workdir (``/mnt/data`` under bubblewrap)."""
+        return "/mnt/data" if self.isolation == "bwrap" else str(self.workdir)
+
+    def execute(self, code: str, timeout: float | None = None) -> ExecutionResult:
+        """Run ``code`` as the next notebook cell; state persists between calls.
+
+        ``timeout`` (seconds, default the policy's ``timeout_s``) interrupts the cell; a cell that
+        ignores the interrupt, or a kernel that dies, gets the kernel restarted (``restarted``).
+        """
+        return self._kernel.execute(code, timeout)
+
+    def interrupt(self) -> None:
+        """Interrupt the running cell (safe from another thread)."""
+        self._kernel.interrupt()
+
+    def restart(self) -> None:
+        """Start a fresh kernel on the same workdir (variables are lost, files are kept)."""
+        self._kernel.restart()
+
+    def close(self) -> None:
+        """Kill the kernel and every process it started; delete the workdir unless it was given."""
+        self._kernel.close()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Sandbox {self.isolation} workdir={self.workdir}>"
+
+
+class AsyncSandbox:
+    """The asyncio face of :class:`Sandbox`; the kernel is started (or claimed) on ``start``.
+
+    >>> async with AsyncSandbox() as sb:           # doctest: +SKIP
+    ...     result = await sb.execute("1 + 1")
+    """
+
+    def __init__(self, policy_or_settings: Policy | SandboxSettings | None = None, *,
+                 workdir: str | Path | None = None, pool: KernelPool | None = None):
+        self._args = (policy_or_settings, workdir, pool)
+        self._sandbox: Sandbox | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    async def start(self) -> AsyncSandbox:
+        """Start the kernel, or claim a warm one from the pool. Idempotent."""
+        async with self._lock:
+            if self._closed:
+                raise SandboxClosedError("This sandbox is closed: create a new one.")
+            if self._sandbox is None:
+                policy_or_settings, workdir, pool = self._args
+                self._sandbox = await asyncio.to_thread(Sandbox, policy_or_settings, workdir=workdir, pool=pool)
+        return self
+
+    @property
+    def sandbox(self) -> Sandbox:
+        if self._sandbox is None:
+            raise SandboxClosedError("The sandbox is not started: `await sandbox.start()` or use `async with`.")
+        return self._sandbox
+
+    @property
+    def workdir(self) -> Path:
+        return self.sandbox.workdir
+
+    @property
+    def isolation(self) -> str:
+        return self.sandbox.isolation
+
+    @property
+    def data_dir(self) -> str:
+        return self.sandbox.data_dir
+
+    async def execute(self, code: str, timeout: float | None = None) -> ExecutionResult:
+        """Run a cell (see :meth:`Sandbox.execute`); cancelling interrupts the kernel."""
+        await self.start()
+        sandbox = self.sandbox
+        try:
+            return await asyncio.shield(asyncio.to_thread(sandbox.execute, code, timeout))
+        except asyncio.CancelledError:
+            sandbox.interrupt()
+            raise
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._sandbox is not None:
+            await asyncio.to_thread(self._sandbox.close)
+
+    async def __aenter__(self) -> AsyncSandbox:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,395 @@
+"""Hostile code against the sandbox, on every isolation tier this machine can run (CI: both, as root).
+
+Each test asserts the outcome: the attack fails in the sandbox *and* the host is untouched. A tier
+is skipped only when it cannot run here, with the probe's reason.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.policy import SandboxSettings
+from sandbox import Sandbox, tier_problem
+
+TIERS = ["bwrap", "landlock"]
+HOST_SECRET_VAR = "GLM_SANDBOX_TEST_SECRET"
+
+
+def settings(tier: str, **overrides) -> SandboxSettings:
+    values = dict(isolation=tier, memory_mb=1024, max_processes=64, max_file_mb=16, cpu_seconds=120,
+                  timeout_s=20, interrupt_grace_s=1.5, output_bytes=4000, pool_size=0, preload=[])
+    values.update(overrides)
+    return SandboxSettings(**values)
+
+
+def require(tier: str) -> None:
+    problem = tier_problem(tier)
+    if problem:
+        pytest.skip(f"isolation tier {tier!r} cannot run on this machine: {problem}")
+
+
+@pytest.fixture(scope="module")
+def host_secret():
+    """A secret in the host's environment and in a world-readable host file outside the workdir."""
+    value = secrets.token_hex(8)
+    os.environ[HOST_SECRET_VAR] = value
+    path = Path(f"/tmp/glm-sandbox-test-{secrets.token_hex(4)}")
+    path.mkdir(mode=0o755)
+    (path / "secret.txt").write_text(value)
+    os.chmod(path / "secret.txt", 0o644)  # only the sandbox can keep it from the kernel
+    yield value, path
+    os.environ.pop(HOST_SECRET_VAR, None)
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()
+
+
+@pytest.fixture(scope="module", params=TIERS)
+def sb(request, host_secret):
+    require(request.param)
+    with Sandbox(settings(request.param)) as sandbox:
+        assert sandbox.isolation == request.param
+        yield sandbox
+
+
+def run(sb: Sandbox, code: str, timeout: float | None = None):
+    result = sb.execute(code, timeout=timeout)
+    return result
+
+
+def assert_alive(sb: Sandbox) -> None:
+    result = sb.execute("print('alive')")
+    assert result.stdout == "alive\n", result
+
+
+# ----------------------------------------------------------------------------------------------
+# positive controls
+
+
+def test_prints_keeps_state_and_imports_the_scientific_stack(sb):
+    assert run(sb, "x = 21\nprint('hello')").stdout == "hello\n"
+    assert run(sb, "x * 2").result == "42"
+    result = run(sb, "import numpy, sympy, pandas, matplotlib\nsympy.factorint(2**10 * 3)")
+    assert result.error is None and result.result == "{2: 10, 3: 1}"
+
+
+def test_matplotlib_figure_comes_back_as_png(sb):
+    result = run(sb, "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.title('t')")
+    assert result.error is None
+    assert len(result.images) == 1 and result.images[0].startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_file_written_to_the_data_dir_appears_in_the_host_workdir(sb):
+    name = f"out-{secrets.token_hex(4)}.txt"
+    result = run(sb, f"open({sb.data_dir + '/' + name!r}, 'w').write('data'); import os; os.getcwd()")
+    assert result.error is None
+    assert result.result == repr(sb.data_dir)  # the kernel starts in its data dir
+    assert (sb.workdir / name).read_text() == "data"
+
+
+def test_the_confinement_is_in_force(sb):
+    result = run(sb, "import os, socket\n"
+                     "status = dict(l.split(':\\t') for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
+                     "print(os.getuid(), status['NoNewPrivs'], status['Seccomp'], status['CapEff'], socket.gethostname())")
+    uid, no_new_privs, seccomp, caps, hostname = result.stdout.split()
+    if os.geteuid() == 0:
+        assert int(uid) >= 1 << 30  # an unprivileged uid of its own, not root
+    assert (no_new_privs, seccomp, caps) == ("1", "2", "0000000000000000")
+    if sb.isolation == "bwrap":
+        assert hostname == "sandbox"  # own UTS namespace
+        pids = run(sb, "import os; sorted(int(p) for p in os.listdir('/proc') if p.isdigit())").result
+        assert eval(pids)[0] == 1 and len(eval(pids)) <= 4  # own pid namespace: bwrap's init, us
+
+
+# ----------------------------------------------------------------------------------------------
+# resources
+
+
+def test_fork_bomb_hits_the_process_limit(sb):
+    result = run(sb, "import os, errno\n"
+                     "pids = []\n"
+                     "try:\n"
+                     "    for _ in range(1000):\n"
+                     "        pid = os.fork()\n"
+                     "        if pid == 0:\n"
+                     "            import time; time.sleep(60); os._exit(0)\n"
+                     "        pids.append(pid)\n"
+                     "except OSError as e:\n"
+                     "    print(errno.errorcode[e.errno], len(pids))\n"
+                     "for pid in pids:\n"
+                     "    os.kill(pid, 9); os.waitpid(pid, 0)\n")
+    code, forked = result.stdout.split()
+    assert code == "EAGAIN" and int(forked) < 64
+    assert_alive(sb)
+
+
+def test_memory_bomb_raises_memory_error(sb):
+    result = run(sb, "hog = []\nwhile True:\n    hog.append(bytearray(64 * 1024 * 1024))")
+    assert result.error is not None and result.error.ename == "MemoryError"
+    run(sb, "del hog")
+    assert_alive(sb)
+    assert not result.restarted
+
+
+def test_infinite_loop_is_interrupted_and_state_survives(sb):
+    run(sb, "survivor = 'still here'")
+    result = run(sb, "while True:\n    pass", timeout=1)
+    assert result.timed_out and not result.restarted
+    assert result.error is not None and result.error.ename == "KeyboardInterrupt"
+    assert run(sb, "survivor").result == "'still here'"
+
+
+def test_ignoring_sigint_gets_the_kernel_restarted(sb):
+    run(sb, "doomed = 1")
+    result = run(sb, "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass", timeout=1)
+    assert result.timed_out and result.restarted
+    assert result.error.ename == "TimeoutError" and "restarted" in result.error.evalue
+    after = run(sb, "doomed")
+    assert after.error.ename == "NameError" and not after.restarted  # a fresh kernel, working
+
+
+def test_huge_stdout_is_capped_with_a_marker(sb):
+    result = run(sb, "for i in range(50_000):\n    print('x' * 99)\nprint('THE END')")
+    assert result.error is None
+    assert len(result.stdout) < 4000 + 200
+    assert "characters of output cut" in result.stdout
+    assert result.stdout.rstrip().endswith("THE END")  # the tail is kept
+
+
+def test_a_1gb_file_stops_at_the_file_size_limit(sb):
+    name = f"big-{secrets.token_hex(4)}.bin"
+    result = run(sb, f"chunk = b'0' * (1 << 20)\n"
+                     f"with open({name!r}, 'wb') as f:\n"
+                     f"    for _ in range(1024):\n"
+                     f"        f.write(chunk)")
+    assert result.error is not None and "File too large" in result.error.evalue
+    assert (sb.workdir / name).stat().st_size <= 16 * 1024 * 1024
+    (sb.workdir / name).unlink()
+
+
+def test_cpu_budget_kills_and_restarts_the_kernel():
+    require("bwrap")
+    with Sandbox(settings("bwrap", cpu_seconds=1)) as sandbox:
+        result = sandbox.execute("while True:\n    pass")
+        assert result.restarted and result.error.ename == "KernelDied"
+        assert "CPU" in result.error.evalue
+        assert_alive(sandbox)
+
+
+# ----------------------------------------------------------------------------------------------
+# files
+
+
+def test_reading_etc_shadow_fails(sb):
+    result = run(sb, "print(open('/etc/shadow').read())")
+    assert result.error is not None and result.error.ename in ("FileNotFoundError", "PermissionError")
+    assert result.stdout == ""
+
+
+def test_reading_a_host_file_outside_the_workdir_fails(sb, host_secret):
+    value, directory = host_secret
+    result = run(sb, f"print(open({str(directory / 'secret.txt')!r}).read())")
+    assert result.error is not None and result.error.ename in ("FileNotFoundError", "PermissionError")
+    assert value not in result.stdout
+    home = run(sb, "import os\nfor p in ('/root', '/home', '/work'):\n"
+                   "    try: print(os.listdir(p))\n"
+                   "    except OSError as e: print(type(e).__name__)")
+    assert "main" not in home.stdout and ".bashrc" not in home.stdout  # no host homes, no source trees
+
+
+def test_writing_outside_the_workdir_fails_also_through_dotdot_and_symlinks(sb, host_secret):
+    _, directory = host_secret
+    token = secrets.token_hex(4)
+    targets = [
+        f"{directory}/planted-{token}",  # a host directory
+        f"/tmp/planted-{token}",  # the host's /tmp (tier B) or the private one (tier A, allowed)
+        f"{sb.data_dir}/../planted-{token}",  # climbing out of the workdir
+        f"{sb.data_dir}/up/planted-{token}",  # through a symlink to the parent
+        f"{sb.data_dir}/hostdir/planted-{token}",  # through a symlink to the host directory
+    ]
+    code = (f"import os, numpy\n"
+            f"os.symlink('..', 'up'); os.symlink({str(directory)!r}, 'hostdir')\n"
+            f"for path in {targets!r} + [numpy.__file__ + '.planted', '/usr/lib/planted']:\n"
+            f"    try:\n"
+            f"        open(path, 'w').write('x'); print('WROTE', path)\n"
+            f"    except OSError as e:\n"
+            f"        print('denied', type(e).__name__)\n")
+    result = run(sb, code)
+    assert result.error is None, result
+    wrote = [line for line in result.stdout.splitlines() if line.startswith("WROTE")]
+    if sb.isolation == "bwrap":
+        assert wrote == [f"WROTE /tmp/planted-{token}"]  # its own private /tmp
+    else:
+        assert wrote == []
+    assert not list(directory.glob("planted-*"))
+    assert not Path(f"/tmp/planted-{token}").exists()
+    assert not list(sb.workdir.parent.glob("planted-*"))
+    import numpy
+    assert not Path(numpy.__file__ + ".planted").exists()
+    (sb.workdir / "up").unlink()
+    (sb.workdir / "hostdir").unlink()
+
+
+# ----------------------------------------------------------------------------------------------
+# network
+
+
+@pytest.fixture
+def host_server():
+    """A TCP service on the host's 127.0.0.1 that records whether anyone connected."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    connected = threading.Event()
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except (TimeoutError, OSError):
+                continue
+            connected.set()
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], connected
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def test_connecting_to_a_host_service_on_loopback_fails(sb, host_server):
+    port, connected = host_server
+    result = run(sb, f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=3)")
+    assert result.error is not None and result.error.ename in ("ConnectionRefusedError", "PermissionError")
+    assert not connected.is_set()
+
+
+def test_connecting_to_an_outside_address_fails(sb):
+    result = run(sb, "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=3)")
+    assert result.error is not None
+    assert result.error.ename in ("OSError", "PermissionError", "ConnectionRefusedError")
+    assert not result.timed_out
+
+
+def test_dns_fails(sb):
+    result = run(sb, "import socket\nsocket.getaddrinfo('example.com', 443)")
+    assert result.error is not None and result.error.ename == "gaierror"
+    udp = run(sb, "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                  "s.sendto(b'x', ('8.8.8.8', 53))")
+    assert udp.error is not None
+
+
+# ----------------------------------------------------------------------------------------------
+# processes
+
+
+@pytest.fixture
+def neighbour(sb):
+    """Another session's kernel on the same host, which the attacks must not reach."""
+    with Sandbox(settings(sb.isolation)) as other:
+        other.execute("mine = 'intact'")
+        yield other
+
+
+def test_killing_the_parent_and_the_host_fails(sb, neighbour):
+    result = run(sb, f"import os, signal\n"
+                     f"for pid in (os.getppid(), {os.getpid()}, 1):\n"
+                     f"    try:\n"
+                     f"        os.kill(pid, signal.SIGKILL); print('sent', pid)\n"
+                     f"    except OSError as e:\n"
+                     f"        print(type(e).__name__)")
+    assert str(os.getpid()) not in result.stdout.replace("sent 1\n", "")
+    time.sleep(0.2)
+    assert_alive(sb)  # in tier A the "parent" is bwrap's init, which ignores signals from inside
+    assert neighbour.execute("mine").result == "'intact'"
+
+
+def test_kill_minus_one_only_reaches_the_sandbox(sb, neighbour):
+    result = run(sb, "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError as e:\n    print(type(e).__name__)")
+    time.sleep(0.2)
+    assert result.error is None or result.restarted
+    assert neighbour.execute("mine").result == "'intact'"
+    assert_alive(sb)
+
+
+def test_os_exit_is_detected_and_the_kernel_restarted(sb):
+    run(sb, "lost = True")
+    result = run(sb, "import os\nos._exit(7)")
+    assert result.restarted and not result.timed_out
+    assert result.error.ename == "KernelDied" and "exit code 7" in result.error.evalue
+    assert run(sb, "lost").error.ename == "NameError"
+
+
+def test_sigkill_of_itself_is_detected(sb):
+    result = run(sb, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    assert result.restarted and result.error.ename == "KernelDied" and "SIGKILL" in result.error.evalue
+    assert_alive(sb)
+
+
+def test_ctypes_system_runs_confined(sb, host_secret):
+    value, directory = host_secret
+    result = run(sb, f"import ctypes\n"
+                     f"libc = ctypes.CDLL(None)\n"
+                     f"libc.system(b'id -u > id.txt; cat /etc/shadow {directory}/secret.txt > leak.txt 2>&1; "
+                     f"touch {directory}/planted')")
+    assert result.error is None
+    uid = int((sb.workdir / "id.txt").read_text())
+    assert uid != 0 or os.geteuid() != 0
+    leak = (sb.workdir / "leak.txt").read_text()
+    assert value not in leak and "root:" not in leak
+    assert not (directory / "planted").exists()
+
+
+def test_host_environment_variables_do_not_leak(sb, host_secret):
+    value, _ = host_secret
+    result = run(sb, f"import os\n"
+                     f"print(sorted(os.environ))\n"
+                     f"try:\n"
+                     f"    print(open('/proc/{os.getpid()}/environ', 'rb').read())\n"
+                     f"except OSError as e:\n"
+                     f"    print(type(e).__name__)")
+    assert HOST_SECRET_VAR not in result.stdout and value not in result.stdout
+    assert "OPENAI" not in result.stdout and "HF_" not in result.stdout
+
+
+@pytest.mark.slow
+def test_setsid_children_and_a_real_fork_bomb_die_with_the_sandbox(sb):
+    marker = f"glm-sandbox-survivor-{secrets.token_hex(4)}"
+    with Sandbox(settings(sb.isolation)) as sandbox:
+        result = sandbox.execute(
+            f"import subprocess, sys, os\n"
+            f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', {marker!r}], start_new_session=True)\n"
+            f"if os.fork() == 0:\n"  # a double-forked daemon in its own session
+            f"    os.setsid()\n"
+            f"    if os.fork() == 0:\n"
+            f"        os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(300)', {marker!r}])\n"
+            f"    os._exit(0)\n"
+            f"import time; time.sleep(0.5)\n"
+            f"print('started')")
+        assert result.stdout == "started\n", result
+        assert _processes_with(marker), "the children should be running before close"
+        bomb = sandbox.execute("import os, time\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n"
+                               "        time.sleep(0.05)", timeout=2)
+        assert bomb.timed_out
+    assert _processes_with(marker) == []
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
