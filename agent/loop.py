@@ -235,40 +235,16 @@ class ChatSession:
         citations: dict[str, Citation] = {}
         self._context.on_progress = lambda tool, message, fraction: announce(
             ToolProgress, tool=tool, message=message, fraction=fraction)
-        repeats = _RepeatGuard(limits.max_repeated_calls)
-        tool_calls = 0
-
         self.messages.append(Message(role="user", content=task))
         try:
             model = agent.model
             announce(RunStarted, task=task, model=model.name, tools=agent.tools.names)
             specs = agent.tools.specs()
-            answered = False
-            budget_reason = f"the limit of {limits.max_steps} steps"
-            for index in range(1, limits.max_steps + 1):
-                if tool_calls >= limits.max_tool_calls:
-                    budget_reason = f"the limit of {limits.max_tool_calls} tool calls"
-                    break
-                if time.monotonic() >= deadline:
-                    budget_reason = f"the wall-time limit of {limits.wall_time_s:g} s"
-                    break
-                step = Step(index=index)
-                result.steps.append(step)
-                announce(StepStarted, step=index)
-                turn = await self._model_turn(model, specs, step, announce, deadline)
-                if turn is None:
-                    budget_reason = f"the wall-time limit of {limits.wall_time_s:g} s"
-                    break
-                if not turn.tool_calls:
-                    result.answer, answered = turn.answer or "", True
-                    break
-                step.thought, step.tool_calls = turn.content, turn.tool_calls
-                allowed = max(0, limits.max_tool_calls - tool_calls)
-                tool_calls += len(turn.tool_calls)
-                tools_started = time.monotonic()
-                step.observations = await self._call_tools(turn.tool_calls, allowed, repeats, step, announce,
-                                                           deadline)
-                step.tools_s = time.monotonic() - tools_started
+            try:  # one deadline for the whole run: cheaper than a timeout around every await
+                answered, budget_reason = await _before(deadline, self._steps(model, specs, result, announce))
+            except asyncio.TimeoutError:
+                answered, budget_reason = False, f"the wall-time limit of {limits.wall_time_s:g} s"
+                self._close_open_calls(result.steps[-1] if result.steps else None, announce)
             if not answered:
                 await self._last_turn(model, specs, budget_reason, result, announce)
         except AgentError as exc:
@@ -292,18 +268,44 @@ class ChatSession:
         announce(RunFinished, result=result)
         return result
 
-    async def _model_turn(self, model: ChatModel, specs: list, step: Step, announce: "_Announcer",
-                          deadline: float) -> ModelTurn | None:
-        """Ask the model for one turn and record it; ``None`` when the wall time ran out first."""
+    async def _steps(self, model: ChatModel, specs: list, result: RunResult,
+                     announce: "_Announcer") -> tuple[bool, str]:
+        """Model turn, tool calls, observations; again until an answer or a budget runs out.
+
+        Returns whether the model answered and, if not, which budget ran out.
+        """
+        limits = self.agent.policy.agent
+        repeats = _RepeatGuard(limits.max_repeated_calls)
+        tool_calls = 0
+        for index in range(1, limits.max_steps + 1):
+            if tool_calls >= limits.max_tool_calls:
+                return False, f"the limit of {limits.max_tool_calls} tool calls"
+            step = Step(index=index)
+            result.steps.append(step)
+            announce(StepStarted, step=index)
+            turn = await self._model_turn(model, specs, step, announce)
+            if not turn.tool_calls:
+                result.answer = turn.answer or ""
+                return True, ""
+            step.thought, step.tool_calls = turn.content, turn.tool_calls
+            allowed = max(0, limits.max_tool_calls - tool_calls)
+            tool_calls += len(turn.tool_calls)
+            started = time.monotonic()
+            try:
+                await self._call_tools(allowed, repeats, step, announce)
+            finally:
+                step.tools_s = time.monotonic() - started
+        return False, f"the limit of {limits.max_steps} steps"
+
+    async def _model_turn(self, model: ChatModel, specs: list, step: Step, announce: "_Announcer") -> ModelTurn:
+        """Ask the model for one turn and record it."""
 
         def on_token(text: str) -> None:
             announce(Token, step=step.index, text=text)
 
         started = time.monotonic()
         try:
-            turn = await _before(deadline, model.generate(self.messages, specs, self.agent.policy.model, on_token))
-        except asyncio.TimeoutError:
-            return None
+            turn = await model.generate(self.messages, specs, self.agent.policy.model, on_token)
         finally:
             step.model_s = time.monotonic() - started
         step.usage = turn.usage
@@ -311,10 +313,10 @@ class ChatSession:
         announce(ModelTurnEvent, step=step.index, turn=turn)
         return turn
 
-    async def _call_tools(self, calls: list[ToolCall], allowed: int, repeats: "_RepeatGuard", step: Step,
-                          announce: "_Announcer", deadline: float) -> list[Observation]:
+    async def _call_tools(self, allowed: int, repeats: "_RepeatGuard", step: Step, announce: "_Announcer") -> None:
         """Run a turn's calls concurrently; refusals and failures come back as error observations."""
-        async def one(position: int, call: ToolCall) -> Observation:
+
+        async def one(position: int, call: ToolCall) -> None:
             announce(ToolCallEvent, step=step.index, call=call)
             refusal = None
             if position >= allowed:
@@ -327,21 +329,37 @@ class ChatSession:
             if refusal is not None:
                 observation = Observation(call_id=call.id, tool=call.name, content=refusal, is_error=True)
             else:
-                try:
-                    observation = await _before(deadline, self.agent.tools.call(call, self._context))
-                except asyncio.TimeoutError:
-                    observation = Observation(call_id=call.id, tool=call.name, is_error=True,
-                                              content="Not finished: the task's wall-time limit ran out.")
+                observation = await self.agent.tools.call(call, self._context)
+            step.observations.append(observation)
             announce(ToolResult, step=step.index, observation=observation)
-            return observation
 
-        if len(calls) == 1:
-            observations = [await one(0, calls[0])]
+        if len(step.tool_calls) == 1:
+            await one(0, step.tool_calls[0])
         else:
-            observations = list(await asyncio.gather(*(one(i, call) for i, call in enumerate(calls))))
-        for observation in observations:
+            await asyncio.gather(*(one(i, call) for i, call in enumerate(step.tool_calls)))
+        self._add_observations(step)
+
+    def _close_open_calls(self, step: Step | None, announce: "_Announcer") -> None:
+        """The wall time ran out mid-step: calls still running get an observation that says so."""
+        if step is None:
+            return
+        answered = {o.call_id for o in step.observations}
+        open_calls = [call for call in step.tool_calls if call.id not in answered]
+        if not open_calls:  # the deadline fell between steps: the conversation is complete
+            return
+        for call in open_calls:
+            observation = Observation(call_id=call.id, tool=call.name, is_error=True,
+                                      content="Not finished: the task's wall-time limit ran out.")
+            step.observations.append(observation)
+            announce(ToolResult, step=step.index, observation=observation)
+        self._add_observations(step)
+
+    def _add_observations(self, step: Step) -> None:
+        """Observations into the conversation, in the order of the calls (they finish in any order)."""
+        order = {call.id: i for i, call in enumerate(step.tool_calls)}
+        step.observations.sort(key=lambda o: order.get(o.call_id, len(order)))
+        for observation in step.observations:
             self.messages.extend(observation_messages(observation))
-        return observations
 
     async def _approved(self, call: ToolCall) -> bool:
         if call.name not in self.agent.policy.tools.require_approval:
@@ -361,13 +379,15 @@ class ChatSession:
         result.steps.append(step)
         announce(StepStarted, step=step.index)
         grace = max(10.0, self.agent.policy.agent.wall_time_s * 0.1)
-        turn = await self._model_turn(model, specs, step, announce, time.monotonic() + grace)
         result.status = "budget_exhausted"
-        result.answer = turn.content.strip() if turn is not None else ""
+        try:
+            turn = await _before(time.monotonic() + grace, self._model_turn(model, specs, step, announce))
+        except asyncio.TimeoutError:
+            return
+        result.answer = turn.content.strip()
 
 class _Announcer:
-    """Stamps events with the run's id and time and hands them on. Events are built from values that are
-    already validated, so they skip validation (this is the loop's hot path)."""
+    """Stamps events with the run's id and the time since the run started, and hands them on."""
 
     def __init__(self, run_id: str, sink: Callable[[Event], None]):
         self.run_id = run_id
@@ -375,7 +395,7 @@ class _Announcer:
         self.started = time.monotonic()
 
     def __call__(self, event_type: type, **fields: Any) -> None:
-        self.sink(event_type.model_construct(run_id=self.run_id, t=time.monotonic() - self.started, **fields))
+        self.sink(event_type(run_id=self.run_id, t=time.monotonic() - self.started, **fields))
 
 
 async def _before(deadline: float, awaitable: Awaitable[Any]) -> Any:

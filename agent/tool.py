@@ -120,9 +120,10 @@ class Tool:
 
     async def acall(self, args: BaseModel, context: ToolContext) -> Any:
         kwargs = {name: getattr(args, name) for name in type(args).model_fields}
-        if self._signature.context_param:
-            kwargs[self._signature.context_param] = context
-        if inspect.iscoroutinefunction(self.forward):
+        signature = self._signature
+        if signature.context_param:
+            kwargs[signature.context_param] = context
+        if signature.is_async:
             return await self.forward(**kwargs)
         return await asyncio.to_thread(self.forward, **kwargs)
 
@@ -165,6 +166,7 @@ class _Signature:
     spec: ToolSpec
     model: type[BaseModel]
     context_param: str | None
+    is_async: bool
 
     @classmethod
     def of(cls, fn: Callable[..., Any], name: str, description: str) -> "_Signature":
@@ -194,7 +196,7 @@ class _Signature:
         except Exception as exc:
             raise ToolDefinitionError(f"Tool {name!r}: its parameters cannot be turned into a schema ({exc}).") from None
         spec = ToolSpec(name=name, description=description or summary, parameters=schema)
-        return cls(spec=spec, model=model, context_param=context_param)
+        return cls(spec=spec, model=model, context_param=context_param, is_async=inspect.iscoroutinefunction(fn))
 
 
 def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -257,6 +259,8 @@ _FENCE = re.compile(r"^\s*```[\w-]*\s*\n?(.*?)\n?\s*```", re.S)
 
 def strip_fence(text: str) -> str:
     """The inside of a Markdown code fence if the text starts with one, else the text."""
+    if not text.lstrip().startswith("```"):
+        return text.strip()
     match = _FENCE.match(text)
     return match.group(1) if match else text.strip()
 

@@ -216,3 +216,29 @@ def test_citations_resolve_from_observations():
 def test_scripted_model_running_out_is_an_error_result():
     result = Agent(model=ScriptedModel(['add\n{"a": 1, "b": 2}']), tools=[add]).run("go")
     assert result.status == "error" and "ran out of outputs" in result.error
+
+
+def test_wall_time_cuts_concurrent_calls_and_keeps_the_conversation_whole():
+    @tool
+    async def quick() -> str:
+        """Returns at once."""
+        return "quick done"
+
+    @tool
+    async def stuck() -> str:
+        """Never returns in time."""
+        await asyncio.sleep(30)
+        return "never"
+
+    turn = ModelTurn(tool_calls=[ToolCall(id="s", name="stuck", arguments={}, syntax="json"),
+                                 ToolCall(id="q", name="quick", arguments={}, syntax="json")],
+                     stop_reason="tool_calls")
+    model = ScriptedModel([turn, "\nPartial answer."])
+    result = Agent(model=model, tools=[quick, stuck], policy=policy(wall_time_s=0.3)).run("go")
+    assert result.status == "budget_exhausted" and result.answer == "Partial answer."
+    observations = result.steps[0].observations
+    assert [o.call_id for o in observations] == ["s", "q"]  # in call order, each call answered once
+    assert observations[0].is_error and "wall-time limit" in observations[0].content
+    assert observations[1].content == "quick done"
+    last_seen = model.seen[-1]
+    assert [m.tool_call_id for m in last_seen if m.role == "observation"] == ["s", "q"]

@@ -11,6 +11,7 @@ tool's name; a final answer has empty metadata; observations are role ``observat
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import uuid
@@ -180,5 +181,9 @@ def parse_completion(text: str, tool_names: Iterable[str], stop_reason: str | No
     return ParsedTurn(content="\n".join(texts), tool_calls=calls)
 
 
+_CALL_IDS = itertools.count(1)
+_CALL_PREFIX = uuid.uuid4().hex[:6]  # ids stay unique across processes whose transcripts meet
+
+
 def new_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:12]}"
+    return f"call_{_CALL_PREFIX}{next(_CALL_IDS)}"
