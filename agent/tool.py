@@ -283,7 +283,8 @@ def parse_json_arguments(body: str) -> dict[str, Any]:
     start = text.find("{")
     if start < 0:
         raise ValueError("expected a JSON object such as {\"name\": value}")
-    candidate = _balanced_object(text, start)
+    end = closing_bracket(text, start)
+    candidate = text[start:] if end is None else text[start : end + 1]
     for loosen in (False, True):
         try:
             value = json.loads(_loosen(candidate) if loosen else candidate)
@@ -302,8 +303,8 @@ def parse_json_arguments(body: str) -> dict[str, Any]:
     raise ValueError("the arguments are not a valid JSON object")
 
 
-def _balanced_object(text: str, start: int) -> str:
-    """The substring from ``start`` to the brace that closes it (string-aware), or the rest."""
+def closing_bracket(text: str, start: int) -> int | None:
+    """Index of the bracket that closes the one at ``start`` (any of ``([{``), skipping quoted strings."""
     depth = 0
     quote = None
     escaped = False
@@ -318,13 +319,13 @@ def _balanced_object(text: str, start: int) -> str:
                 quote = None
         elif ch in "\"'":
             quote = ch
-        elif ch == "{":
+        elif ch in "([{":
             depth += 1
-        elif ch == "}":
+        elif ch in ")]}":
             depth -= 1
             if depth == 0:
-                return text[start : i + 1]
-    return text[start:]
+                return i
+    return None
 
 
 def _loosen(text: str) -> str:

@@ -17,7 +17,7 @@ import ast
 import re
 from typing import Any
 
-from agent.tool import parse_json_arguments, strip_fence
+from agent.tool import closing_bracket, parse_json_arguments, strip_fence
 
 # The parameters of each action, in positional order.
 PARAMETERS: dict[str, tuple[str, ...]] = {
@@ -43,7 +43,7 @@ def parse_action(body: str) -> dict[str, Any]:
     match = _CALL_START.search(text)
     if match is None:
         raise ValueError(f"{_excerpt(text)!r} is not a browser call; send one call such as {EXAMPLES}")
-    end = _closing_paren(text, match.end() - 1)
+    end = closing_bracket(text, match.end() - 1)
     if end is None:
         raise ValueError(f"{_excerpt(text[match.start():])!r} has no closing parenthesis")
     source = text[match.start() : end + 1]
@@ -90,31 +90,6 @@ def _literal(action: str, node: ast.expr) -> Any:
             f"{action}() arguments must be literals (a quoted string, a number, a list of numbers), "
             f"not {_excerpt(ast.unparse(node))!r}"
         ) from None
-
-
-def _closing_paren(text: str, start: int) -> int | None:
-    """Index of the parenthesis that closes the one at ``start``, skipping quoted strings."""
-    depth = 0
-    quote = None
-    escaped = False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-            if depth == 0:
-                return i
-    return None
 
 
 def _excerpt(text: str, limit: int = 80) -> str:

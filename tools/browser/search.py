@@ -121,12 +121,7 @@ class SearXNG(SearchBackend):
         super().check(response)
 
     def parse(self, response):
-        data = self._json(response)
-        return [
-            SearchResult(title=item.get("title") or item["url"], url=item["url"], snippet=item.get("content") or "",
-                         published=_date(item.get("publishedDate")))
-            for item in data.get("results", []) if item.get("url")
-        ]
+        return _results(self._json(response), date_key="publishedDate")
 
 
 class DuckDuckGo(SearchBackend):
@@ -243,12 +238,7 @@ class Tavily(SearchBackend):
         return client.build_request("POST", self.endpoint, json=body, headers=headers)
 
     def parse(self, response):
-        data = self._json(response)
-        return [
-            SearchResult(title=item.get("title") or item["url"], url=item["url"], snippet=item.get("content") or "",
-                         published=_date(item.get("published_date")))
-            for item in data.get("results", []) if item.get("url")
-        ]
+        return _results(self._json(response), date_key="published_date")
 
 
 class Zhipu(SearchBackend):
@@ -349,3 +339,12 @@ def _date(value: Any) -> str | None:
         return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).date().isoformat()
     except ValueError:
         return text[:40]
+
+
+def _results(data: dict, date_key: str) -> list[SearchResult]:
+    """SearXNG's and Tavily's shared shape: ``results`` with url, title, content and a date."""
+    return [
+        SearchResult(title=item.get("title") or item["url"], url=item["url"], snippet=item.get("content") or "",
+                     published=_date(item.get(date_key)))
+        for item in data.get("results", []) if item.get("url")
+    ]
