@@ -5,6 +5,7 @@ Exit codes: 0 answered, 1 error, 2 bad usage, 3 budget exhausted before an answe
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import sys
@@ -150,6 +151,7 @@ def list_tools(
 
         registry = ToolRegistry(registry_items, policy=loaded_policy)
         specs = registry.specs()
+        asyncio.run(registry.aclose())  # built-ins start warm resources (kernels) we do not need here
         if json_output:
             import json
 
