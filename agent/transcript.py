@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import IO
 
@@ -15,10 +16,15 @@ class TranscriptWriter:
         self.path = Path(path)
         self.include_tokens = include_tokens
         self._file: IO[str] | None = None
+        self._lock = threading.Lock()  # progress events may come from tools' worker threads
 
     def write(self, event: Event) -> None:
         if event.type == "token" and not self.include_tokens:
             return
+        with self._lock:
+            self._write(event)
+
+    def _write(self, event: Event) -> None:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a", encoding="utf-8")
