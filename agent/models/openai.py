@@ -1,8 +1,9 @@
 """``OpenAIChatModel``: any chat-completions API with native tool calls (vLLM, SGLang, hosted APIs).
 
 The server renders the prompt with its own chat template and parses tool calls with its own parser
-(vLLM: ``--enable-auto-tool-choice --tool-call-parser glm4``); we send OpenAI JSON and read
-``tool_calls`` back. Every tool, built-ins included, is offered with its JSON schema, so a chat model
+(vLLM: ``--enable-auto-tool-choice --tool-call-parser NAME`` for models it has a parser for; for
+glm-4-9b-chat, which it has none for, use :class:`CompletionsModel`); we send OpenAI JSON and read
+``tool_calls`` back. A GLM-4 call that comes back as plain text (``name\nbody``) is still read as a call. Every tool, built-ins included, is offered with its JSON schema, so a chat model
 calls ``python`` with ``{"code": "..."}``.
 
 >>> model = OpenAIChatModel("http://localhost:8000/v1", "glm-4-9b-chat")
