@@ -84,12 +84,7 @@ class ToolRegistry:
         if tool is None:
             return _error(call, f"There is no tool named {call.name!r}. Available tools: {', '.join(self.names) or 'none'}.")
         try:
-            if call.arguments is not None:
-                raw = call.arguments
-            elif call.syntax == "json":
-                raw = parse_json_arguments(call.body)
-            else:
-                raw = tool.parse_body(call.body)
+            raw = call.arguments if call.arguments is not None else _read_body(tool, call)
         except ValueError as exc:
             return _error(call, f"Could not read the call to {tool.name!r}: {exc}. {expected_shape(tool)}")
         try:
@@ -107,6 +102,17 @@ class ToolRegistry:
     async def aclose(self) -> None:
         for tool in self._tools.values():
             await tool.aclose()
+
+
+def _read_body(tool: Tool, call: ToolCall) -> dict[str, Any]:
+    if call.syntax == "json":
+        try:
+            return parse_json_arguments(call.body)
+        except ValueError:
+            if not tool.builtin:
+                raise
+            # a chat API that passed GLM-4's raw body through (code, a browser call) as the arguments
+    return tool.parse_body(call.body)
 
 
 def expected_shape(tool: Tool) -> str:

@@ -137,3 +137,27 @@ def test_agent_runs_python_and_keeps_the_plot(tmp_path):
     (artifact,) = result.artifacts
     assert artifact.path.is_file() and artifact.path.read_bytes().startswith(b"\x89PNG")
     assert artifact.path.is_relative_to(tmp_path)
+
+
+def test_raw_code_passed_through_a_chat_api_still_runs(tmp_path):
+    """Some servers hand GLM-4's raw body to the chat API as the call's arguments string."""
+    import asyncio
+
+    from agent.messages import ToolCall
+    from agent.policy import Policy
+    from agent.registry import ToolRegistry
+    from agent.tool import ToolContext
+
+    policy = Policy()
+    registry = ToolRegistry(["python"], policy=policy)
+    context = ToolContext(run_id="t", artifacts_dir=tmp_path, policy=policy)
+
+    async def go():
+        try:
+            return await registry.call(ToolCall(id="c", name="python", body="6 * 7", syntax="json"), context)
+        finally:
+            await context.resources.aclose()
+            await registry.aclose()
+
+    observation = asyncio.run(go())
+    assert not observation.is_error and observation.content.strip() == "42"
