@@ -19,21 +19,27 @@ import typer
 from rich.console import Console
 from rich.prompt import Confirm
 from rich.table import Table
+from rich.text import Text
 
+from .display import EventDisplay, error_line
 from .errors import AgentError, ToolDefinitionError
 from .events import RunFinished
 from .loop import Agent
 from .messages import ToolCall
 from .models.base import ChatModel
-from .policy import load_policy
-from .registry import BUILTINS
+from .policy import Policy, load_policy
+from .registry import BUILTINS, default_builtins
 from .tool import Tool
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="A tool-using agent modelled on GLM-4 All Tools.")
 err = Console(stderr=True, soft_wrap=True)
 
-EXIT_ERROR, EXIT_BUDGET = 1, 3
+EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET = 1, 2, 3
+
+
+class UsageError(AgentError):
+    """The command line asks for something that cannot be (exit code 2)."""
 
 
 class Backend(str, Enum):
@@ -53,7 +59,8 @@ ModuleOpt = typer.Option(None, "--tools-module", help="A module or .py file whos
                                                       "(repeatable).")
 PolicyOpt = typer.Option("default", "--policy", help="default, strict, trusted, or a TOML file.")
 MaxStepsOpt = typer.Option(None, "--max-steps", min=1, help="Override the policy's [agent] max_steps.")
-TranscriptOpt = typer.Option(None, "--transcript", help="Append every event to this JSONL file.")
+TranscriptOpt = typer.Option(None, "--transcript", help="Append the run's events (all but per-token ones) to this "
+                                                          "JSONL file, flushed as they happen.")
 SystemOpt = typer.Option(None, "--system-prompt", help="Text for the system message.")
 YesOpt = typer.Option(False, "--yes", "-y", help="Approve every call of tools the policy marks require_approval.")
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks.")
@@ -74,8 +81,6 @@ def run(
         agent = _build_agent(model, base_url, api_key, backend, tools, tools_module, policy, max_steps, transcript,
                              system_prompt, yes, interactive=not json_output)
         console = Console()
-        from .display import EventDisplay
-
         display = EventDisplay(console, errors=err)
         result = None
         try:
@@ -91,7 +96,7 @@ def run(
             agent.close()
         if result is None or result.status == "error":
             if json_output and result is not None:  # the display already said it otherwise
-                err.print(f"[red]error:[/red] {result.error}", highlight=False)
+                err.print(error_line(result.error or "the run failed"))
             raise typer.Exit(EXIT_ERROR)
         if result.status == "budget_exhausted":
             raise typer.Exit(EXIT_BUDGET)
@@ -109,8 +114,6 @@ def chat(
     with _errors(debug):
         agent = _build_agent(model, base_url, api_key, backend, tools, tools_module, policy, max_steps, transcript,
                              system_prompt, yes, interactive=True)
-        from .display import EventDisplay
-
         console = Console()
         display = EventDisplay(console, errors=err)
         session = agent.chat()
@@ -143,7 +146,7 @@ def list_tools(
     """List the tools an agent would have, with their schemas."""
     with _errors(debug):
         loaded_policy = load_policy(policy)
-        names = _builtin_names(tools, loaded_policy.tools.enabled)
+        names = _builtin_names(tools, loaded_policy)
         registry_items: list = list(names)
         for module in tools_module or []:
             registry_items += load_tools_module(module)
@@ -165,7 +168,7 @@ def list_tools(
                 params = ", ".join(f"{name}: {schema.get('type', 'any')}"
                                    for name, schema in spec.parameters.get("properties", {}).items())
                 detail = f"{spec.description}\n({params})"
-            table.add_row(spec.name, "built-in" if spec.builtin else "function", detail)
+            table.add_row(Text(spec.name), "built-in" if spec.builtin else "function", Text(detail))
         Console().print(table)
 
 
@@ -175,12 +178,18 @@ def _build_agent(model: str | None, base_url: str | None, api_key: str | None, b
     loaded_policy = load_policy(policy)
     if max_steps is not None:
         loaded_policy.agent.max_steps = max_steps
-    items: list = list(_builtin_names(tools, loaded_policy.tools.enabled))
+    items: list = list(_builtin_names(tools, loaded_policy))
     for module in tools_module or []:
         items += load_tools_module(module)
     approve = (lambda call: True) if yes else (_ask_approval if interactive and sys.stdin.isatty() else None)
-    return Agent(model=build_model(model, base_url, api_key, backend), tools=items, policy=loaded_policy,
-                 system_prompt=system_prompt, approve=approve, transcript=transcript)
+    agent = Agent(tools=items, policy=loaded_policy, system_prompt=system_prompt, approve=approve,
+                  transcript=transcript)
+    try:  # the model last: a mistake in the flags above should not wait for weights to load
+        agent.model = build_model(model, base_url, api_key, backend)
+    except BaseException:
+        agent.close()
+        raise
+    return agent
 
 
 def build_model(model: str | None, base_url: str | None, api_key: str | None,
@@ -190,24 +199,25 @@ def build_model(model: str | None, base_url: str | None, api_key: str | None,
 
     if base_url:
         if not model:
-            raise AgentError("--model is required with --base-url: give the name the server serves the model under.")
+            raise UsageError("--model is required with --base-url: give the name the server serves the model under.")
         if backend == Backend.completions:
             return models.CompletionsModel(base_url, model, api_key=api_key)
         return models.OpenAIChatModel(base_url, model, api_key=api_key)
     if backend is not None:
-        raise AgentError("--backend only applies to served models: add --base-url URL.")
+        raise UsageError("--backend only applies to served models: add --base-url URL.")
     local = models.TransformersModel(model) if model else models.TransformersModel()
     local.load()  # now, with its progress bar, rather than in the middle of the first step
     return local
 
 
-def _builtin_names(tools: str | None, enabled: list[str]) -> list[str]:
+def _builtin_names(tools: str | None, policy: Policy) -> list[str]:
+    """The built-ins ``--tools`` names; without the flag, those the policy enables."""
     if tools is None:
-        return [name for name in enabled if name in BUILTINS]
+        return default_builtins(policy)
     names = [name.strip() for name in tools.split(",") if name.strip() and name.strip() != "none"]
     unknown = [name for name in names if name not in BUILTINS]
     if unknown:
-        raise ToolDefinitionError(f"Unknown built-in tool {unknown[0]!r}: choose from {', '.join(BUILTINS)}.")
+        raise UsageError(f"Unknown built-in tool {unknown[0]!r} in --tools: choose from {', '.join(BUILTINS)}.")
     return names
 
 
@@ -217,7 +227,7 @@ def load_tools_module(spec: str) -> list[Tool]:
     try:
         if path.suffix == ".py" or path.exists():
             if not path.exists():
-                raise ToolDefinitionError(f"Tools module {spec!r} does not exist.")
+                raise UsageError(f"Tools module {spec!r} does not exist.")
             module_spec = importlib.util.spec_from_file_location(f"_agent_tools_{path.stem}", path)
             assert module_spec is not None and module_spec.loader is not None
             module = importlib.util.module_from_spec(module_spec)
@@ -235,7 +245,8 @@ def load_tools_module(spec: str) -> list[Tool]:
 
 
 def _ask_approval(call: ToolCall) -> bool:
-    return Confirm.ask(f"Run [cyan]{call.name}[/cyan] with {call.body or call.arguments}?", console=err)
+    return Confirm.ask(Text.assemble("Run ", (call.name, "cyan"), f" with {call.body or call.arguments}?"),
+                       console=err)
 
 
 @contextmanager
@@ -245,10 +256,13 @@ def _errors(debug: bool) -> Iterator[None]:
         yield
     except (typer.Exit, typer.Abort):
         raise
+    except UsageError as exc:
+        err.print(error_line(str(exc)))
+        raise typer.Exit(EXIT_USAGE) from None
     except AgentError as exc:
         if debug:
             traceback.print_exc()
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(error_line(str(exc)))
         raise typer.Exit(EXIT_ERROR) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")
@@ -256,7 +270,7 @@ def _errors(debug: bool) -> Iterator[None]:
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        err.print(f"[red]error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)", highlight=False)
+        err.print(error_line(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"))
         raise typer.Exit(EXIT_ERROR) from None
 
 

@@ -42,7 +42,7 @@ class EventDisplay:
             if event.turn.tool_calls and event.turn.content.strip():
                 self.console.print(Text(event.turn.content.strip(), style="italic"))
         elif isinstance(event, ToolCallEvent):
-            self.console.print(Panel(_call_body(event.call), title=f"[cyan]{event.call.name}", title_align="left",
+            self.console.print(Panel(_call_body(event.call), title=Text(event.call.name, style="cyan"), title_align="left",
                                      border_style="cyan"))
         elif isinstance(event, ToolProgress):
             self._update_progress(event)
@@ -55,9 +55,9 @@ class EventDisplay:
             if event.citations:
                 self.console.print("[bold]Sources")
                 for citation in event.citations:
-                    self.console.print(f"  [{citation.id}] {citation.title} — {citation.url}")
+                    self.console.print(Text(f"  [{citation.id}] {citation.title} — {citation.url}"))
         elif isinstance(event, RunError):
-            self.errors.print(f"[red]error:[/red] {event.message}", highlight=False)
+            self.errors.print(error_line(event.message))
         elif isinstance(event, RunFinished):
             self._show_summary(event)
 
@@ -72,7 +72,7 @@ class EventDisplay:
                   for artifact in observation.artifacts]
         style = "red" if observation.is_error else "blue"
         title = observation.metadata or observation.tool
-        self.console.print(Panel(Group(*parts), title=f"[{style}]{title}", title_align="left", border_style=style))
+        self.console.print(Panel(Group(*parts), title=Text(title, style=style), title_align="left", border_style=style))
 
     def _show_summary(self, event: RunFinished) -> None:
         result = event.result
@@ -106,6 +106,11 @@ class EventDisplay:
         if self._mid_line:
             self.console.print()
             self._mid_line = False
+
+
+def error_line(message: str) -> Text:
+    """``error: message`` for stderr; the message is shown as written (no markup)."""
+    return Text.assemble(("error:", "red"), " ", message)
 
 
 def _call_body(call: ToolCall):

@@ -23,13 +23,13 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
-from .errors import AgentError, ToolDefinitionError
+from .errors import AgentError
 from .events import (Event, FinalAnswer, ModelTurnEvent, RunError, RunFinished, RunResult, RunStarted, Step,
                      StepStarted, Timings, Token, ToolCallEvent, ToolProgress, ToolResult)
 from .messages import Citation, Message, Observation, ToolCall
 from .models.base import ChatModel, ModelTurn
 from .policy import Policy, load_policy
-from .registry import BUILTINS, ToolRegistry
+from .registry import ToolRegistry, default_builtins
 from .tool import Tool, ToolContext
 from .transcript import TranscriptWriter
 
@@ -53,7 +53,7 @@ class Agent:
         system_prompt: text for the system message. By default the agent adds none of its own.
         approve: called for tools the policy lists under ``require_approval``; returns True to run it.
         runs_dir: where each session's files (images, plots) go: ``runs_dir/<session id>/``.
-        transcript: a JSONL file every event is appended to.
+        transcript: a JSONL file the events are appended to as they happen (all but per-token ones).
     """
 
     def __init__(self, model: ChatModel | None = None, tools: Iterable[ToolLike] | None = None,
@@ -66,13 +66,7 @@ class Agent:
         self.approve = approve
         self.runs_dir = Path(runs_dir)
         self.transcript = TranscriptWriter(transcript) if transcript else None
-        if tools is None:
-            tools = [name for name in self.policy.tools.enabled if name in BUILTINS]
-        for item in tools:
-            if isinstance(item, str) and item not in self.policy.tools.enabled:
-                raise ToolDefinitionError(
-                    f"The policy {self.policy.name!r} does not enable the {item!r} tool: add it to [tools] enabled.")
-        self.tools = ToolRegistry(tools, policy=self.policy)
+        self.tools = ToolRegistry(default_builtins(self.policy) if tools is None else tools, policy=self.policy)
         self._loop_thread: _LoopThread | None = None
 
     @property
@@ -82,6 +76,10 @@ class Agent:
 
             self._model = TransformersModel()
         return self._model
+
+    @model.setter
+    def model(self, model: ChatModel) -> None:
+        self._model = model
 
     def chat(self) -> "ChatSession":
         """A conversation that keeps its history, kernel and browser state across turns.
@@ -384,7 +382,12 @@ class ChatSession:
             turn = await _before(time.monotonic() + grace, self._model_turn(model, specs, step, announce))
         except asyncio.TimeoutError:
             return
+        if turn.tool_calls:  # calls made now never run: keep only the text, so no call is left unanswered
+            self.messages.pop()
+            if turn.content:
+                self.messages.append(Message(role="assistant", content=turn.content))
         result.answer = turn.content.strip()
+
 
 class _Announcer:
     """Stamps events with the run's id and the time since the run started, and hands them on."""

@@ -7,10 +7,12 @@ the model can try again.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import json
 import numbers
+import threading
 from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, ValidationError
@@ -18,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from .errors import AgentError, ToolDefinitionError
 from .messages import Observation, ObservationPart, ToolCall, ToolSpec
 from .policy import Policy
-from .tool import FunctionTool, Tool, ToolContext, ToolOutput, parse_json_arguments, to_png_bytes
+from .tool import FunctionTool, Tool, ToolContext, ToolOutput, parse_json_arguments, strip_fence, to_png_bytes
 
 # The GLM-4 All Tools, imported only when asked for (torch and jupyter are heavy).
 BUILTINS: dict[str, str] = {
@@ -28,9 +30,17 @@ BUILTINS: dict[str, str] = {
 }
 
 
+def default_builtins(policy: Policy) -> list[str]:
+    """The built-ins an agent gets when it names none: those the policy enables."""
+    return [name for name in policy.tools.enabled if name in BUILTINS]
+
+
 def load_builtin(name: str, policy: Policy) -> Tool:
     if name not in BUILTINS:
         raise ToolDefinitionError(f"Unknown built-in tool {name!r}: choose from {', '.join(BUILTINS)}.")
+    if name not in policy.tools.enabled:
+        raise ToolDefinitionError(
+            f"The policy {policy.name!r} does not enable the {name!r} tool: add it to [tools] enabled.")
     module_name, _, class_name = BUILTINS[name].partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(policy=policy)
@@ -42,8 +52,15 @@ class ToolRegistry:
     def __init__(self, tools: Iterable[str | Tool | Callable[..., Any]] = (), policy: Policy | None = None):
         self.policy = policy or Policy()
         self._tools: dict[str, Tool] = {}
-        for item in tools:
-            self.add(item)
+        try:
+            for item in tools:
+                self.add(item)
+        except BaseException:
+            # tools already made may hold processes (warm kernels): free them before reporting
+            closer = threading.Thread(target=asyncio.run, args=(self.aclose(),))
+            closer.start()
+            closer.join()
+            raise
 
     def add(self, item: str | Tool | Callable[..., Any]) -> Tool:
         if isinstance(item, str):
@@ -105,13 +122,19 @@ class ToolRegistry:
 
 
 def _read_body(tool: Tool, call: ToolCall) -> dict[str, Any]:
-    if call.syntax == "json":
+    if call.syntax == "json" and tool.builtin:
+        # Chat APIs send JSON arguments; some pass GLM-4's raw body (code, a browser call) through
+        # instead. Only a whole JSON object naming the tool's own parameters counts as arguments:
+        # code such as `d = {"a": 1}` must stay code.
         try:
-            return parse_json_arguments(call.body)
-        except ValueError:
-            if not tool.builtin:
-                raise
-            # a chat API that passed GLM-4's raw body through (code, a browser call) as the arguments
+            value = json.loads(strip_fence(call.body))
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, dict) and set(value) <= set(tool.spec.parameters.get("properties", {})):
+            return value
+        return tool.parse_body(call.body)
+    if call.syntax == "json":
+        return parse_json_arguments(call.body)
     return tool.parse_body(call.body)
 
 
@@ -160,7 +183,7 @@ def to_observation(call: ToolCall, value: Any, context: ToolContext) -> Observat
         artifact = context.save_artifact(png, tool=call.name)
         return Observation(call_id=call.id, tool=call.name, content=f"Image saved to {artifact.path.name}.",
                            artifacts=[artifact])
-    if value is None:
+    if value is None or value == "":  # GLM-4's template drops empty turns: say something
         text = "Done (no output)."
     elif isinstance(value, str):
         text = value

@@ -94,17 +94,22 @@ def test_auth_error_is_one_clear_line(fake_server):
     assert "api key" in proc.stderr.lower() or "API key" in proc.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "hi", "--policy", "nope"], "Unknown policy 'nope'"),
-    (["run", "hi", "--base-url", "http://127.0.0.1:1/v1"], "--model is required with --base-url"),
-    (["run", "hi", "--tools", "shell"], "Unknown built-in tool 'shell'"),
-    (["run", "hi", "--tools-module", "missing_tools.py"], "does not exist"),
-    (["run", "hi", "--backend", "completions"], "--backend only applies to served models"),
+@pytest.mark.parametrize("args, message, code", [
+    (["run", "hi", "--policy", "nope"], "Unknown policy 'nope'", 1),
+    (["run", "hi", "--tools", "cogview", "--policy", "strict"], "add it to [tools] enabled", 1),
+    (["tools", "--tools", "cogview", "--policy", "strict"], "does not enable the 'cogview' tool", 1),
+    (["run", "hi", "--base-url", "http://127.0.0.1:1/v1"], "--model is required with --base-url", 2),
+    (["run", "hi", "--tools", "shell"], "Unknown built-in tool 'shell'", 2),
+    (["run", "hi", "--tools-module", "missing_tools.py"], "does not exist", 2),
+    (["run", "hi", "--backend", "completions"], "--backend only applies to served models", 2),
+    (["run", "hi", "--max-steps", "0"], "", 2),
 ])
-def test_usage_errors(args, message):
+def test_usage_and_configuration_errors(args, message, code):
     proc = agent_cli(*args)
-    assert proc.returncode == 1
-    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.returncode == code, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    if message:
+        assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_budget_exhausted_exit_code(fake_server, mytools):
@@ -168,3 +173,21 @@ def test_local_default_without_weights_is_one_clear_line(tmp_path, env):
     assert proc.returncode == 1
     (line,) = proc.stderr.strip().splitlines()
     assert "THUDM/glm-4-9b-chat-hf" in line and "--model /path/to/glm-4-9b-chat-hf" in line and "--base-url" in line
+
+
+def test_text_with_brackets_is_shown_as_written():
+    """Page titles, code and errors may contain rich markup syntax; it must be printed, not parsed."""
+    from rich.console import Console
+
+    from agent.display import EventDisplay
+    from agent.events import FinalAnswer, RunError
+    from agent.messages import Citation
+
+    console = Console(record=True, width=200)
+    display = EventDisplay(console, errors=console)
+    display.show(FinalAnswer(run_id="r", answer="See 【0†Docs】.",
+                             citations=[Citation(id="0", url="https://docs.example/x", title="Docs [/x] [bold]page")]))
+    display.show(RunError(run_id="r", message="add it to [tools] enabled [/oops]"))
+    text = console.export_text()
+    assert "[0] Docs [/x] [bold]page — https://docs.example/x" in text
+    assert "error: add it to [tools] enabled [/oops]" in text

@@ -114,3 +114,10 @@ def test_parsed_turn_renders_back_to_what_the_model_generated():
                Message(role="assistant", content=turn.content, tool_calls=turn.tool_calls)]
     prompt = render_prompt(history[:1], [])
     assert render_prompt(history, [], add_generation_prompt=False) == prompt + generated
+
+
+def test_a_call_with_an_empty_body_stays_visible():
+    history = [Message(role="user", content="go"),
+               Message(role="assistant", tool_calls=[ToolCall(id="1", name="ping", body="")]),
+               Message(role="observation", content="Done (no output).", tool_call_id="1")]
+    assert render_prompt(history, []).endswith("<|assistant|>ping\n{}<|observation|>\nDone (no output).<|assistant|>")

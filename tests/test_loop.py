@@ -242,3 +242,18 @@ def test_wall_time_cuts_concurrent_calls_and_keeps_the_conversation_whole():
     assert observations[1].content == "quick done"
     last_seen = model.seen[-1]
     assert [m.tool_call_id for m in last_seen if m.role == "observation"] == ["s", "q"]
+
+
+def test_a_call_in_the_last_turn_is_not_left_unanswered_in_the_history():
+    model = ScriptedModel(['add\n{"a": 1, "b": 1}', '\nOut of steps.<|assistant|>add\n{"a": 2, "b": 2}',
+                           "\nSecond answer."])
+    agent = Agent(model=model, tools=[add], policy=policy(max_steps=1))
+    with agent.chat() as session:
+        first = session.run("first")
+        second = session.run("second")
+    assert first.status == "budget_exhausted" and first.answer == "Out of steps."
+    assert second.answer == "Second answer."
+    history = model.seen[-1]
+    calls = {c.id for m in history for c in m.tool_calls}
+    answered = {m.tool_call_id for m in history if m.role == "observation"}
+    assert calls == answered and len(calls) == 1

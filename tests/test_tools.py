@@ -145,14 +145,20 @@ def test_return_values(context):
         """Nothing."""
 
     @tool
+    def empty() -> str:
+        """An empty string."""
+        return ""
+
+    @tool
     def flag() -> bool:
         """A bool."""
         return True
 
-    registry = ToolRegistry([point, image, listing, nothing, flag])
+    registry = ToolRegistry([point, image, listing, nothing, empty, flag])
     assert run(registry, call("point"), context).content == '{"x":1,"y":2}'
     assert run(registry, call("listing"), context).content == '[1, "二"]'
     assert run(registry, call("nothing"), context).content == "Done (no output)."
+    assert run(registry, call("empty"), context).content == "Done (no output)."
     assert run(registry, call("flag"), context).content == "true"
     obs = run(registry, call("image"), context)
     (artifact,) = obs.artifacts
@@ -229,3 +235,32 @@ def test_docstring_parser():
     summary, args = parse_docstring("Do it.\n\nMore words.\n\nArgs:\n    x (int): the x\n    y: the y\n        on two lines\n\nReturns:\n    z: not an arg\n")
     assert summary == "Do it.\n\nMore words."
     assert args == {"x": "the x", "y": "the y on two lines"}
+
+
+def test_builtin_raw_bodies_through_a_chat_api(context):
+    """Chat APIs send JSON; some pass a GLM-4 raw body through. Code that contains braces stays code."""
+
+    class Echo(Tool):
+        name = "python"
+        builtin = "python"
+
+        def parse_body(self, body):
+            return {"code": body}
+
+        def forward(self, code: str) -> str:
+            return f"ran {code!r}"
+
+    registry = ToolRegistry([Echo()])
+    as_json = run(registry, call("python", '{"code": "1 + 1"}', syntax="json"), context)
+    assert as_json.content == "ran '1 + 1'"
+    raw = run(registry, call("python", 'd = {"a": 1}\nprint(d["a"])', syntax="json"), context)
+    assert raw.content == """ran 'd = {"a": 1}\\nprint(d["a"])'"""
+    dict_literal = run(registry, call("python", '{"a": 1}', syntax="json"), context)
+    assert dict_literal.content == """ran '{"a": 1}'"""  # not the tool's parameters: it is code
+
+
+def test_policy_must_enable_builtins():
+    policy = Policy()
+    policy.tools.enabled = ["python"]
+    with pytest.raises(ToolDefinitionError, match="does not enable the 'cogview' tool"):
+        ToolRegistry(["cogview"], policy=policy)

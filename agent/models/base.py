@@ -70,14 +70,14 @@ class GLM4Model(ChatModel):
     """A backend that speaks raw GLM-4: renders the prompt here and parses the completion here."""
 
     @abc.abstractmethod
-    async def complete(self, prompt: str, settings: ModelSettings,
-                       on_token: TokenCallback | None = None) -> Completion:
-        """Continue the rendered prompt until a GLM-4 stop token."""
+    async def complete(self, prompt: str, settings: ModelSettings, on_token: TokenCallback | None = None,
+                       *, tools: list[ToolSpec] | None = None) -> Completion:
+        """Continue the rendered prompt until a GLM-4 stop token (``tools``: for constrained decoding)."""
 
     async def generate(self, messages: list[Message], tools: list[ToolSpec], settings: ModelSettings,
                        on_token: TokenCallback | None = None) -> ModelTurn:
         prompt = glm4.render_prompt(messages, tools)
-        completion = await self.complete(prompt, settings, on_token)
+        completion = await self.complete(prompt, settings, on_token, tools=tools)
         return turn_from_completion(completion, tools)
 
 

@@ -18,15 +18,13 @@ from typing import Any
 from ..policy import ModelSettings
 from ..protocol import glm4
 from ._http import ServedModel, usage_from
+from ..messages import ToolSpec
 from .base import Completion, GLM4Model, StopReason, TokenCallback
 
 # What the server may report as the matched stop: the token id (vLLM with stop_token_ids), the
 # string (vLLM with stop strings, SGLang's matched_stop), or nothing for the model's own EOS.
 _STOPS: dict[int | str, StopReason] = {
-    151338: "observation", "<|observation|>": "observation",
-    151336: "user", "<|user|>": "user",
-    151329: "eos", "<|endoftext|>": "eos",
-}
+    **glm4.STOP_REASONS, **dict(zip(glm4.STOP_TOKEN_IDS, (glm4.STOP_REASONS[t] for t in glm4.STOP_TOKENS)))}
 
 
 class CompletionsModel(ServedModel, GLM4Model):
@@ -39,8 +37,8 @@ class CompletionsModel(ServedModel, GLM4Model):
     since the prompt already starts with ``[gMASK]<sop>``.
     """
 
-    async def complete(self, prompt: str, settings: ModelSettings,
-                       on_token: TokenCallback | None = None) -> Completion:
+    async def complete(self, prompt: str, settings: ModelSettings, on_token: TokenCallback | None = None,
+                       *, tools: list[ToolSpec] | None = None) -> Completion:
         body = self.request_body(
             settings, prompt=prompt, stop_token_ids=list(glm4.STOP_TOKEN_IDS), stop=list(glm4.STOP_TOKENS),
             skip_special_tokens=False, add_special_tokens=False)

@@ -9,7 +9,6 @@ Each output is a GLM-4 completion (``name\\nbody`` is a call, ``\\ntext`` an ans
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Sequence, Union
 
@@ -30,13 +29,9 @@ class ScriptedModel(ChatModel):
     @classmethod
     def from_transcript(cls, path: str | Path) -> "ScriptedModel":
         """Replay the model turns a transcript recorded (its ``model_turn`` events, in order)."""
-        turns = []
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                event = json.loads(line)
-                if event.get("type") == "model_turn":
-                    turns.append(ModelTurn.model_validate(event["turn"]))
-        return cls(turns)
+        from ..transcript import read_transcript  # transcripts know events, which know models: import late
+
+        return cls([event.turn for event in read_transcript(path) if event.type == "model_turn"])
 
     async def generate(self, messages: list[Message], tools: list[ToolSpec], settings: ModelSettings,
                        on_token: TokenCallback | None = None) -> ModelTurn:

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError, ModelNotFoundError
-from ..messages import Message, ToolSpec
+from ..messages import ToolSpec
 from ..policy import ModelSettings
 from ..protocol import glm4
-from .base import Completion, GLM4Model, ModelTurn, StopReason, TokenCallback, Usage, turn_from_completion
+from .base import Completion, GLM4Model, StopReason, TokenCallback, Usage
 
 if TYPE_CHECKING:  # torch and transformers load only when a local model is used
     import torch
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "THUDM/glm-4-9b-chat-hf"
 HOW_TO_GET_WEIGHTS = ("download the weights and pass `--model /path/to/glm-4-9b-chat-hf`, "
                       "or serve GLM-4 with vLLM and use `--base-url`")
-_STOP_REASONS: dict[str, StopReason] = {"<|endoftext|>": "eos", "<|user|>": "user", "<|observation|>": "observation"}
 _CPU_WARNING_PARAMETERS = 1_000_000_000
 
 
@@ -115,12 +114,6 @@ class TransformersModel(GLM4Model):
         self._stop_ids = _stop_ids(tokenizer, self.model_id)
 
     # --- generation -------------------------------------------------------------------------------
-
-    async def generate(self, messages: list[Message], tools: list[ToolSpec], settings: ModelSettings,
-                       on_token: TokenCallback | None = None) -> ModelTurn:
-        prompt = glm4.render_prompt(messages, tools)
-        completion = await self.complete(prompt, settings, on_token, tools=tools)
-        return turn_from_completion(completion, tools)
 
     async def complete(self, prompt: str, settings: ModelSettings, on_token: TokenCallback | None = None,
                        *, tools: list[ToolSpec] | None = None) -> Completion:
@@ -346,7 +339,7 @@ def _stop_ids(tokenizer: Any, model_id: str) -> dict[int, StopReason]:
     if missing:
         raise ModelError(f"{model_id!r} is not a GLM-4 chat model: its tokenizer lacks {', '.join(missing)}; "
                          "use a GLM-4 chat checkpoint such as THUDM/glm-4-9b-chat-hf.")
-    return {vocabulary[token]: reason for token, reason in _STOP_REASONS.items()}
+    return {vocabulary[token]: reason for token, reason in glm4.STOP_REASONS.items()}
 
 
 def _four_bit_config(device: torch.device, dtype: torch.dtype) -> Any:

@@ -22,7 +22,9 @@ from ..messages import Message, ToolCall, ToolSpec
 
 BOS = "[gMASK]<sop>"
 STOP_TOKENS = ("<|endoftext|>", "<|user|>", "<|observation|>")
-STOP_TOKEN_IDS = [151329, 151336, 151338]
+STOP_TOKEN_IDS = [151329, 151336, 151338]  # their ids in GLM-4-9B's tokenizer
+# Why generation stopped, by stop token: <|observation|> means the model made a tool call.
+STOP_REASONS = {"<|endoftext|>": "eos", "<|user|>": "user", "<|observation|>": "observation"}
 SPECIAL_TOKENS = ("[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>", "<|user|>", "<|assistant|>",
                   "<|observation|>", "<|begin_of_image|>", "<|end_of_image|>", "<|endoftext|>")
 
@@ -101,9 +103,11 @@ def template_messages(messages: list[Message], tools: list[ToolSpec] | None = No
 
 
 def call_body(call: ToolCall) -> str:
-    if call.body or call.arguments is None:
+    if call.body.strip():
         return call.body
-    return json.dumps(call.arguments, ensure_ascii=False)
+    if call.arguments is not None:
+        return json.dumps(call.arguments, ensure_ascii=False)
+    return "{}"  # the template drops empty turns, which would hide the call from the model
 
 
 def render_prompt(messages: list[Message], tools: list[ToolSpec] | None = None,

@@ -279,7 +279,7 @@ class Fetcher:
         except _TransientStatus as exc:
             raise FetchError(f"{url} answered HTTP {exc.status} after {self.settings.retries + 1} attempts.",
                              status=exc.status) from None
-        except (TimeoutError, httpx.TimeoutException):
+        except (asyncio.TimeoutError, httpx.TimeoutException):  # asyncio.TimeoutError is TimeoutError from 3.11
             raise FetchError(f"{url} did not answer within {timeout:g} s.") from None
         except httpx.HTTPError as exc:
             raise FetchError(f"Could not fetch {url}: {type(exc).__name__} {exc}".rstrip() + ".") from None
