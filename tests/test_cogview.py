@@ -212,8 +212,20 @@ def test_missing_weights_offline_say_what_to_do(tmp_path, monkeypatch):
         PipelineCache().get(policy_for("glm-agent-tests/never-downloaded").cogview)
     assert str(error.value) == (
         "The weights of 'glm-agent-tests/never-downloaded' are not on this machine and cannot be downloaded "
-        "(HF_HUB_OFFLINE is set): download them once with `hf download glm-agent-tests/never-downloaded`, "
-        "or set `[cogview] model = \"/path/to/pipeline\"` to a local diffusers folder.")
+        "(HF_HUB_OFFLINE is set): download them once with `hf download "
+        "glm-agent-tests/never-downloaded`, or set `[cogview] model = \"/path/to/pipeline\"` to a local diffusers folder.")
+
+
+def test_missing_weights_with_the_hub_unreachable(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(CogViewError, match="http://127.0.0.1:9 cannot be reached"):
+        PipelineCache().get(policy_for("glm-agent-tests/never-downloaded").cogview)
 
 
 def test_local_paths_that_are_not_pipelines(tmp_path):

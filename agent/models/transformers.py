@@ -28,6 +28,7 @@ from ..messages import ToolSpec
 from ..policy import ModelSettings
 from ..protocol import glm4
 from .base import Completion, GLM4Model, StopReason, TokenCallback, Usage
+from .hub import hub_unavailable
 
 if TYPE_CHECKING:  # torch and transformers load only when a local model is used
     import torch
@@ -304,32 +305,15 @@ def _locate(model_id: str) -> str:
     if model_id.startswith((".", "/", "~")) or model_id.count("/") > 1:  # a path, not an `org/name` id
         raise ModelNotFoundError(f"There is no model directory at {model_id!r}: {HOW_TO_GET_WEIGHTS}.")
     from huggingface_hub import try_to_load_from_cache
-    from huggingface_hub.constants import HF_HUB_OFFLINE
 
     cached = try_to_load_from_cache(model_id, "config.json")
     if isinstance(cached, str):
         return model_id
-    if HF_HUB_OFFLINE or os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in ("1", "true", "yes"):
-        raise ModelNotFoundError(f"The weights of {model_id!r} are not on this machine and the hub is offline: "
+    why = hub_unavailable()
+    if why:
+        raise ModelNotFoundError(f"The weights of {model_id!r} are not on this machine and {why}: "
                                  f"{HOW_TO_GET_WEIGHTS}.")
-    from huggingface_hub.constants import ENDPOINT
-
-    if not _reachable(ENDPOINT):
-        raise ModelNotFoundError(f"The weights of {model_id!r} are not on this machine and {ENDPOINT} cannot be "
-                                 f"reached: {HOW_TO_GET_WEIGHTS}.")
     return model_id  # from_pretrained downloads it; a failure there raises ModelNotFoundError too
-
-
-def _reachable(url: str, timeout: float = 3.0) -> bool:
-    import socket
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "", parts.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _stop_ids(tokenizer: Any, model_id: str) -> dict[int, StopReason]:

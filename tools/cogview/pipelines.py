@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import inspect
-import os
 import re
 import threading
 import time
@@ -19,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable
 
 from agent.errors import AgentError
+from agent.models.hub import hub_unavailable
 from agent.policy import CogViewSettings
 
 
@@ -170,13 +170,6 @@ class WarmPipeline:
 # Finding the weights
 
 
-def is_offline() -> bool:
-    from huggingface_hub import constants
-
-    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return constants.HF_HUB_OFFLINE or flag.strip().lower() in ("1", "true", "yes", "on")
-
-
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+")
 
 
@@ -197,8 +190,9 @@ def locate(model: str) -> Path | str:
     try:
         return Path(snapshot_download(model, local_files_only=True))
     except LocalEntryNotFoundError:
-        if is_offline():
-            raise missing_weights(model, "HF_HUB_OFFLINE is set") from None
+        why = hub_unavailable()
+        if why:
+            raise missing_weights(model, why) from None
         return model
 
 
