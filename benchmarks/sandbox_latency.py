@@ -136,6 +136,16 @@ def main() -> None:
               f"pool claim {claims[tier] * 1000:.3f} ms (target < 50 ms) | "
               f"1+1 p50 {ms(p50)} ({p50 / raw_p50:.2f}x)  p95 {ms(p95)} ({p95 / raw_p95:.2f}x)  (target p50 <= 1.3x)")
 
+    # One machine-readable line, for the strongest tier that ran (tiers are listed strongest first).
+    strongest = next((tier for tier in ("bwrap", "landlock") if tier in tiers), tiers[0] if tiers else None)
+    if strongest is None:
+        print(f"sandbox_latency: tier=none raw_p50_ms={raw_p50 * 1000:.3f} raw_cold_ms={raw_cold * 1000:.1f}")
+        return
+    cold, (p50, _) = statistics.median(colds[strongest]), cells[strongest]
+    print(f"sandbox_latency: tier={strongest} raw_p50_ms={raw_p50 * 1000:.3f} ours_p50_ms={p50 * 1000:.3f} "
+          f"p50_ratio={p50 / raw_p50:.2f} claim_ms={claims[strongest] * 1000:.3f} "
+          f"cold_start_ratio={cold / raw_cold:.2f}")
+
 
 if __name__ == "__main__":
     main()

@@ -17,19 +17,19 @@ resources, and a supervisor kills every descendant when the kernel goes.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.policy import SandboxSettings
 
-from .errors import SandboxUnavailableError
+from .errors import SandboxError, SandboxUnavailableError
 
 LAUNCHER = Path(__file__).with_name("_launch.py")
 MIB = 1024 * 1024
@@ -130,18 +130,44 @@ def running_as_root() -> bool:
     return os.geteuid() == 0
 
 
-_uid_counter = itertools.count()
+UIDS_PER_PROCESS = 256  # live kernels one process may hold at once (each with a uid of its own)
+_uid_lock = threading.Lock()
+_uids_in_use: set[int] = set()
+_uid_next = 0  # round robin: a released uid is reused as late as possible
+
+
+def _uid_base() -> int:
+    # Each process has its own block of uids: pids are below 2**22 (Linux's pid_max limit), so
+    # blocks of live processes never overlap, and the range stays within [2**30, 2**31).
+    return (1 << 30) + (os.getpid() % (1 << 22)) * UIDS_PER_PROCESS
 
 
 def allocate_uid() -> int | None:
-    """A uid no one else uses, or ``None`` when not root (then the kernel keeps ours).
+    """A uid no live kernel uses, or ``None`` when not root (then the kernel keeps ours).
 
-    Distinct per kernel so that ``RLIMIT_NPROC`` and ``kill(-1)`` are scoped to one kernel: the
-    range starts at 2**30, far above real users and subordinate-id ranges.
+    Distinct per live kernel so that ``RLIMIT_NPROC`` and ``kill(-1)`` are scoped to one kernel: the
+    range starts at 2**30, far above real users and subordinate-id ranges. Give it back with
+    :func:`release_uid` once nothing runs under it any more (the kernel is killed and swept).
     """
+    global _uid_next
     if not running_as_root():
         return None
-    return (1 << 30) + (os.getpid() % (1 << 22)) * 256 + next(_uid_counter) % 256
+    base = _uid_base()
+    with _uid_lock:
+        for step in range(UIDS_PER_PROCESS):
+            uid = base + (_uid_next + step) % UIDS_PER_PROCESS
+            if uid not in _uids_in_use:
+                _uids_in_use.add(uid)
+                _uid_next = (_uid_next + step + 1) % UIDS_PER_PROCESS
+                return uid
+    raise SandboxError(f"{UIDS_PER_PROCESS} sandboxes are open in this process already: close some first.")
+
+
+def release_uid(uid: int | None) -> None:
+    """Make ``uid`` available again; call only once no process runs under it."""
+    if uid is not None:
+        with _uid_lock:
+            _uids_in_use.discard(uid)
 
 
 def _unreachable_python() -> dict[str, list[str]]:
@@ -313,26 +339,29 @@ def _probe(tier: str) -> str | None:
         if os.uname().machine not in ("x86_64", "aarch64"):
             return f"the seccomp filter is not written for {os.uname().machine}"
     uid = allocate_uid()
-    with tempfile.TemporaryDirectory(prefix="glm-sandbox-probe-") as tmp:
-        dirs = make_dirs(Path(tmp), uid)
-        settings = SandboxSettings()
-        check = "import os; assert os.getuid() != 0 or {root}; open('{data}/ok', 'w').write('1')"
-        data = DATA_DIR if tier == "bwrap" else str(dirs.workdir)
-        command = [python_executable(), "-S", "-c", check.format(root=uid is None, data=data)]
-        try:
-            plan = plan_launch(tier, settings, dirs, uid, command=command)
-            done = subprocess.run(plan.argv, env={}, capture_output=True, text=True, timeout=30,
-                                  stdin=subprocess.DEVNULL)
-        except SandboxUnavailableError as exc:
-            return str(exc)
-        except (OSError, subprocess.SubprocessError) as exc:
-            return f"{type(exc).__name__}: {exc}"
-        finally:
-            if uid is not None:
-                sweep_uid(uid)
-        if done.returncode != 0 or not (dirs.workdir / "ok").exists():
-            last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-            return last
+    try:
+        with tempfile.TemporaryDirectory(prefix="glm-sandbox-probe-") as tmp:
+            dirs = make_dirs(Path(tmp), uid)
+            settings = SandboxSettings()
+            check = "import os; assert os.getuid() != 0 or {root}; open('{data}/ok', 'w').write('1')"
+            data = DATA_DIR if tier == "bwrap" else str(dirs.workdir)
+            command = [python_executable(), "-S", "-c", check.format(root=uid is None, data=data)]
+            try:
+                plan = plan_launch(tier, settings, dirs, uid, command=command)
+                done = subprocess.run(plan.argv, env={}, capture_output=True, text=True, timeout=30,
+                                      stdin=subprocess.DEVNULL)
+            except SandboxUnavailableError as exc:
+                return str(exc)
+            except (OSError, subprocess.SubprocessError) as exc:
+                return f"{type(exc).__name__}: {exc}"
+            finally:
+                if uid is not None:
+                    sweep_uid(uid)
+            if done.returncode != 0 or not (dirs.workdir / "ok").exists():
+                last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+                return last
+    finally:
+        release_uid(uid)  # swept above (nothing ran under it if the launch never happened)
     return None
 
 

@@ -78,30 +78,36 @@ def _close_all() -> None:
 class Kernel:
     """A sandboxed IPython kernel with its working directory, restarted after crashes and hangs.
 
-    Not thread-safe for concurrent ``execute`` calls (one session uses one kernel); ``interrupt``
-    and ``close`` may be called from another thread.
+    ``execute``, ``start`` and ``restart`` run one at a time (a notebook runs cells in order);
+    ``interrupt`` and ``close`` may be called from another thread at any moment, also while the
+    kernel is starting: ``close`` then kills it instead of waiting.
     """
 
     def __init__(self, settings: SandboxSettings, tier: str, workdir: Path | None = None):
         self.settings = settings
         self.tier = tier
         self.uid = isolation.allocate_uid() if tier != "none" else None
-        self._dir = Path(tempfile.mkdtemp(prefix="k-", dir=base_dir()))
-        self._owns_workdir = workdir is None
-        self._workdir_owner: tuple[int, int] | None = None
-        if workdir is not None:
-            workdir = Path(workdir).resolve()
-            workdir.mkdir(parents=True, exist_ok=True)
-            if self.uid is not None:  # lend it to the kernel's uid; given back on close
-                st = workdir.stat()
-                self._workdir_owner = (st.st_uid, st.st_gid)
-        self.dirs = isolation.make_dirs(self._dir, self.uid, workdir)
+        try:
+            self._dir = Path(tempfile.mkdtemp(prefix="k-", dir=base_dir()))
+            self._owns_workdir = workdir is None
+            self._workdir_owner: tuple[int, int] | None = None
+            if workdir is not None:
+                workdir = Path(workdir).resolve()
+                workdir.mkdir(parents=True, exist_ok=True)
+                if self.uid is not None:  # lend it to the kernel's uid; given back on close
+                    st = workdir.stat()
+                    self._workdir_owner = (st.st_uid, st.st_gid)
+            self.dirs = isolation.make_dirs(self._dir, self.uid, workdir)
+        except BaseException:
+            isolation.release_uid(self.uid)  # nothing ever ran under it
+            raise
         self._proc: subprocess.Popen | None = None
         self._reaped = False  # the process is gone and its uid swept
         self._pidfd: int | None = None
         self._client: BlockingKernelClient | None = None
         self._control_lock = threading.Lock()
-        self._run_lock = threading.Lock()
+        self._run_lock = threading.RLock()  # held while starting and while a cell runs
+        self._life_lock = threading.Lock()  # orders spawning against closing
         self._closed = False
         self.restarts = 0
         _live.add(self)
@@ -120,8 +126,19 @@ class Kernel:
 
     def start(self) -> Kernel:
         """Start the kernel process and wait until it answers (cold start)."""
-        if self._closed:
-            raise SandboxClosedError("This sandbox is closed: create a new one.")
+        with self._run_lock:
+            try:
+                with self._life_lock:  # a concurrent close either sees the process or stops its spawning
+                    if self._closed:
+                        raise SandboxClosedError("This sandbox is closed: create a new one.")
+                    self._spawn()
+                self._wait_ready(time.monotonic() + self.settings.startup_timeout_s)
+            except BaseException:
+                self._stop_process()
+                raise
+        return self
+
+    def _spawn(self) -> None:
         key = secrets.token_hex(32)
         runtime = self.dirs.runtime
         for stale in runtime.iterdir():
@@ -146,12 +163,6 @@ class Kernel:
         client.load_connection_info({**info, "ip": f"{runtime}/ipc"})
         client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
         self._client = client
-        try:
-            self._wait_ready(time.monotonic() + self.settings.startup_timeout_s)
-        except BaseException:
-            self._stop_process()
-            raise
-        return self
 
     def _wait_ready(self, deadline: float) -> None:
         """Wait for a kernel_info reply and for iopub to carry messages (a new subscriber misses early ones)."""
@@ -163,6 +174,8 @@ class Kernel:
             if time.monotonic() > deadline:
                 raise KernelStartError(f"The kernel did not start within {self.settings.startup_timeout_s:g} s"
                                        f"{self._log_tail()}; raise [sandbox] startup_timeout_s if the machine is slow.")
+            if self._closed:
+                raise SandboxClosedError("The sandbox was closed while its kernel was starting.")
             if not self.alive:
                 raise KernelStartError(f"The kernel exited while starting ({self._exit_description()})"
                                        f"{self._log_tail()}.")
@@ -178,16 +191,22 @@ class Kernel:
 
     def restart(self) -> None:
         """Kill the kernel (and everything it started) and start a fresh one; variables are lost."""
-        self._stop_process()
-        self.restarts += 1
-        self.start()
+        with self._run_lock:
+            self._stop_process()
+            self.restarts += 1
+            self.start()
 
     def close(self) -> None:
-        """Kill the kernel and its descendants and delete its directories. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._kill_process()  # a cell running in another thread sees the death and returns
+        """Kill the kernel and its descendants and delete its directories. Idempotent.
+
+        A kernel still starting, or a cell running, in another thread is not waited for: its process
+        is killed, and that thread sees the death and gives up within moments.
+        """
+        with self._life_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._kill_process()  # a cell running (or a start waiting) in another thread sees the death
         running = not self._run_lock.acquire(timeout=self.settings.interrupt_grace_s)
         try:
             self._stop_process()
@@ -198,6 +217,7 @@ class Kernel:
             _chown_tree(self.dirs.workdir, *self._workdir_owner)
         shutil.rmtree(self._dir, ignore_errors=True)  # runtime, tmp, log; and the workdir when it is ours
         _live.discard(self)
+        isolation.release_uid(self.uid)  # killed and swept: nothing runs under it any more
 
     def _stop_process(self) -> None:
         self._kill_process()

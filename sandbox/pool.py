@@ -2,7 +2,8 @@
 
 One background thread keeps ``size`` kernels started (and ``preload`` modules imported). ``claim``
 hands one out for good: a claimed kernel belongs to one session and is closed with it, never
-returned, so no state leaks between sessions.
+returned, so no state leaks between sessions. Closing the pool kills a kernel still starting
+rather than waiting for it, so a pool closed right after it was made closes at once.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class KernelPool:
         self.preload = self.settings.preload if preload is None else preload
         self._ready: deque[Kernel] = deque()
         self._waiting = 0  # claims blocked on a kernel being started
+        self._starting: Kernel | None = None  # the kernel the background thread is starting now
         self._error: BaseException | None = None
         self._closed = False
         self._tier: str | None = None
@@ -89,9 +91,6 @@ class KernelPool:
             self._cond.notify_all()  # start a replacement
             return kernel
 
-    async def aclaim(self, timeout: float | None = None) -> Kernel:
-        return await asyncio.to_thread(self.claim, timeout)
-
     def _fill(self) -> None:
         while True:
             with self._cond:
@@ -103,6 +102,10 @@ class KernelPool:
             kernel = None
             try:
                 kernel = Kernel(self.settings, self.tier)
+                with self._cond:
+                    if self._closed:
+                        raise SandboxClosedError("The kernel pool is closed.")
+                    self._starting = kernel  # from now on, close() kills it instead of waiting
                 kernel.start()
                 kernel.preload(self.preload)
             except BaseException as exc:
@@ -110,8 +113,10 @@ class KernelPool:
                     kernel.close()
                 kernel = None
                 with self._cond:
-                    self._error = exc
+                    if not self._closed:
+                        self._error = exc
             with self._cond:
+                self._starting = None
                 if kernel is not None:
                     if self._closed:
                         kernel.close()
@@ -120,11 +125,16 @@ class KernelPool:
                 self._cond.notify_all()
 
     def close(self) -> None:
-        """Close the warm kernels and stop starting new ones (claimed kernels are their owners')."""
+        """Close the warm kernels and stop starting new ones (claimed kernels are their owners').
+
+        A kernel still starting is killed, not waited for.
+        """
         with self._cond:
             self._closed = True
             kernels = list(self._ready)
             self._ready.clear()
+            if self._starting is not None:
+                kernels.append(self._starting)
             self._cond.notify_all()
         for kernel in kernels:
             kernel.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 from agent.policy import Policy, SandboxSettings
@@ -42,13 +43,6 @@ class Sandbox:
             except BaseException:
                 self._kernel.close()
                 raise
-
-    @classmethod
-    def _from_kernel(cls, kernel: Kernel) -> Sandbox:
-        sandbox = cls.__new__(cls)
-        sandbox.settings = kernel.settings
-        sandbox._kernel = kernel
-        return sandbox
 
     @property
     def workdir(self) -> Path:
@@ -98,6 +92,9 @@ class Sandbox:
 class AsyncSandbox:
     """The asyncio face of :class:`Sandbox`; the kernel is started (or claimed) on ``start``.
 
+    Cells run one at a time, in the order ``execute`` was called, like a notebook's: concurrent
+    calls (e.g. two ``python`` calls in one agent turn) wait for the cell before them.
+
     >>> async with AsyncSandbox() as sb:           # doctest: +SKIP
     ...     result = await sb.execute("1 + 1")
     """
@@ -106,18 +103,36 @@ class AsyncSandbox:
                  workdir: str | Path | None = None, pool: KernelPool | None = None):
         self._args = (policy_or_settings, workdir, pool)
         self._sandbox: Sandbox | None = None
-        self._lock = asyncio.Lock()
+        self._starting: asyncio.Future[None] | None = None
+        self._run_lock = asyncio.Lock()
+        self._state_lock = threading.Lock()  # _sandbox and _closed, also set from the starting thread
         self._closed = False
 
     async def start(self) -> AsyncSandbox:
-        """Start the kernel, or claim a warm one from the pool. Idempotent."""
-        async with self._lock:
-            if self._closed:
-                raise SandboxClosedError("This sandbox is closed: create a new one.")
-            if self._sandbox is None:
-                policy_or_settings, workdir, pool = self._args
-                self._sandbox = await asyncio.to_thread(Sandbox, policy_or_settings, workdir=workdir, pool=pool)
+        """Start the kernel, or claim a warm one from the pool. Idempotent; concurrent calls share one start."""
+        if self._closed:
+            raise SandboxClosedError("This sandbox is closed: create a new one.")
+        if self._sandbox is None:
+            if self._starting is None:
+                self._starting = asyncio.ensure_future(asyncio.to_thread(self._create))
+                self._starting.add_done_callback(self._started)
+            # Shielded: a caller that is cancelled does not abandon a kernel half started.
+            await asyncio.shield(self._starting)
         return self
+
+    def _create(self) -> None:
+        policy_or_settings, workdir, pool = self._args
+        sandbox = Sandbox(policy_or_settings, workdir=workdir, pool=pool)
+        with self._state_lock:
+            if not self._closed:
+                self._sandbox = sandbox
+                return
+        sandbox.close()  # closed while it was starting
+        raise SandboxClosedError("The sandbox was closed while it was starting.")
+
+    def _started(self, future: asyncio.Future[None]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self._starting = None  # the next call tries again (and the error is not left unretrieved)
 
     @property
     def sandbox(self) -> Sandbox:
@@ -138,19 +153,23 @@ class AsyncSandbox:
         return self.sandbox.data_dir
 
     async def execute(self, code: str, timeout: float | None = None) -> ExecutionResult:
-        """Run a cell (see :meth:`Sandbox.execute`); cancelling interrupts the kernel."""
-        await self.start()
-        sandbox = self.sandbox
-        try:
-            return await asyncio.shield(asyncio.to_thread(sandbox.execute, code, timeout))
-        except asyncio.CancelledError:
-            sandbox.interrupt()
-            raise
+        """Run a cell (see :meth:`Sandbox.execute`) after the cells called before it; cancelling interrupts it."""
+        async with self._run_lock:
+            await self.start()
+            sandbox = self.sandbox
+            try:
+                return await asyncio.shield(asyncio.to_thread(sandbox.execute, code, timeout))
+            except asyncio.CancelledError:
+                sandbox.interrupt()  # the kernel runs the next cell once this one has stopped
+                raise
 
     async def aclose(self) -> None:
-        self._closed = True
-        if self._sandbox is not None:
-            await asyncio.to_thread(self._sandbox.close)
+        """Kill the kernel (also one still starting) and delete the temporary workdir."""
+        with self._state_lock:
+            self._closed = True
+            sandbox = self._sandbox
+        if sandbox is not None:
+            await asyncio.to_thread(sandbox.close)
 
     async def __aenter__(self) -> AsyncSandbox:
         return await self.start()

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import time
 
 import pytest
 
 from agent import Agent
 from agent.messages import ToolCall
-from agent.models import ScriptedModel
+from agent.models import ModelTurn, ScriptedModel
 from agent.policy import Policy
 from agent.registry import ToolRegistry
 from agent.tool import ToolContext
+from sandbox import resolve_isolation
 from tools.python import PythonTool
 
 
@@ -118,6 +122,55 @@ async def test_a_timeout_is_reported_to_the_model(tool, tmp_path):
             assert error == "KeyboardInterrupt:" and "time limit" in notice
     finally:
         await python.aclose()
+
+
+async def test_fenced_code_in_json_arguments_runs(session):
+    """Chat APIs send {"code": ...}; models still fence the code inside it."""
+    registry, context = session
+    body = json.dumps({"code": "```python\nprint(1)\n```"})
+    observation = await registry.call(ToolCall(id="c", name="python", body=body, syntax="json"), context)
+    assert observation.content == "1" and not observation.is_error, observation
+    parsed = ToolCall(id="d", name="python", arguments={"code": "```\nprint(2)\n```"}, syntax="json")
+    assert (await registry.call(parsed, context)).content == "2"
+    empty = await registry.call(ToolCall(id="e", name="python", arguments={"code": "```python\n```"}, syntax="json"), context)
+    assert empty.is_error and "there is no code" in empty.content
+
+
+async def test_two_calls_in_one_turn_share_the_session_kernel_in_order(session):
+    """The loop runs a turn's calls concurrently: both must land in the one kernel, as consecutive cells."""
+    registry, context = session
+    first, second = await asyncio.gather(
+        registry.call(call("import time\ntime.sleep(0.3)\nx = 1"), context),
+        registry.call(call("y = x + 1\ny", 1), context),
+    )
+    assert not first.is_error and second.content == "2", (first, second)
+    assert (await registry.call(call("print(x, y)", 2), context)).content == "1 2"
+
+
+def test_an_agent_turn_with_two_python_calls_keeps_both_variables(tmp_path):
+    turn = ModelTurn(tool_calls=[ToolCall(id="a", name="python", body="x = 1"),
+                                 ToolCall(id="b", name="python", body="y = 2")], stop_reason="tool_calls")
+    script = [turn, "python\nprint(x, y)", "\ndone"]
+    agent = Agent(model=ScriptedModel(script), tools=["python"], policy=small_policy(), runs_dir=tmp_path)
+    try:
+        result = agent.run("Set x and y, then print them.")
+    finally:
+        agent.close()
+    assert result.status == "answered", result
+    assert [o.is_error for o in result.steps[0].observations] == [False, False], result.steps[0].observations
+    (printed,) = result.steps[1].observations
+    assert printed.content == "1 2" and not printed.is_error
+
+
+def test_closing_the_tool_right_away_does_not_wait_for_its_warm_kernel():
+    """`agent tools` and runs that never call python build the tool, then close it at once."""
+    policy = small_policy(preload=["numpy", "pandas", "sympy", "matplotlib.pyplot"])  # a slow warm-up
+    resolve_isolation(policy.sandbox.isolation)  # the once-per-process tier probes are not what is measured
+    python = PythonTool(policy=policy)
+    began = time.perf_counter()
+    asyncio.run(python.aclose())
+    took = time.perf_counter() - began
+    assert took < 1.0, f"closing took {took:.2f} s"
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import asyncio
 import os
 import signal
 import socket
+import time
 
 import pytest
 
@@ -17,15 +18,18 @@ from sandbox import (
     AsyncSandbox,
     ExecutionError,
     ExecutionResult,
+    Kernel,
     KernelPool,
     KernelStartError,
     Sandbox,
     SandboxClosedError,
+    SandboxError,
     SandboxUnavailableError,
     isolation,
     resolve_isolation,
     tier_problem,
 )
+from sandbox import kernel as kernel_module
 from sandbox.results import CappedText, truncate
 
 
@@ -226,12 +230,113 @@ def test_pool_hands_out_warm_preloaded_kernels_once():
 async def test_async_sandbox_runs_and_cancelling_interrupts():
     async with AsyncSandbox(settings()) as sandbox:
         assert (await sandbox.execute("1 + 1")).result == "2"
-        task = asyncio.create_task(sandbox.execute("import time\nfor _ in range(600):\n    time.sleep(0.05)"))
-        await asyncio.sleep(0.5)
-        task.cancel()
+        task = asyncio.create_task(sandbox.execute(
+            "import time\nopen('started', 'w').close()\n"
+            "try:\n    while True:\n        time.sleep(0.05)\n"
+            "except KeyboardInterrupt:\n    open('interrupted', 'w').close()\n    raise"))
+        await _until(lambda: (sandbox.workdir / "started").exists(), "the cell to start")
+        task.cancel()  # the cell is running now: the interrupt cannot arrive before it
         with pytest.raises(asyncio.CancelledError):
             await task
-        after = await sandbox.execute("'responsive'")
-        assert after.result == "'responsive'" and not after.restarted
+        await _until(lambda: (sandbox.workdir / "interrupted").exists(), "the cell to be interrupted")
+        after = await asyncio.wait_for(sandbox.execute("'responsive'"), timeout=10)  # well before timeout_s
+        assert after.result == "'responsive'" and not after.restarted and not after.timed_out
     with pytest.raises(SandboxClosedError):
         await sandbox.execute("1")
+
+
+async def _until(condition, what: str, timeout: float = 15) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_concurrent_cells_of_one_async_sandbox_run_in_order():
+    """Like a notebook: a cell called while another runs waits for it, then sees its variables."""
+    async with AsyncSandbox(settings()) as sandbox:
+        first, second, third = await asyncio.gather(
+            sandbox.execute("import time\ntime.sleep(0.3)\nx = 1\nprint('first')"),
+            sandbox.execute("y = x + 1\nprint('second')"),
+            sandbox.execute("x, y"),
+        )
+        assert (first.stdout, second.stdout, third.result) == ("first\n", "second\n", "(1, 2)"), (first, second, third)
+
+
+async def test_concurrent_starts_share_one_kernel_and_closing_while_starting_leaks_none():
+    in_use = set(isolation._uids_in_use)
+    sandbox = AsyncSandbox(settings())
+    await asyncio.gather(sandbox.start(), sandbox.start())
+    kernel = sandbox.sandbox._kernel
+    await sandbox.start()
+    assert sandbox.sandbox._kernel is kernel
+    await sandbox.aclose()
+    assert not kernel.alive
+
+    starting = AsyncSandbox(settings())
+    task = asyncio.create_task(starting.start())
+    await asyncio.sleep(0.05)  # the kernel is being started in a thread
+    await starting.aclose()
+    with pytest.raises(SandboxClosedError):
+        await task
+    assert isolation._uids_in_use == in_use  # every kernel started here was closed (as root: its uid is free)
+
+
+# ----------------------------------------------------------------------------------------------
+# uids (as root every kernel runs as a uid of its own)
+
+
+def test_live_kernels_never_share_a_uid(monkeypatch):
+    monkeypatch.setattr(isolation, "running_as_root", lambda: True)
+    monkeypatch.setattr(isolation, "_uids_in_use", set(isolation._uids_in_use))  # this test's own book
+    base = isolation._uid_base()
+    taken = []
+    with pytest.raises(SandboxError, match="sandboxes are open in this process"):
+        while True:  # kernel 257 used to get kernel 1's uid
+            taken.append(isolation.allocate_uid())
+    assert len(taken) == len(set(taken)) and len(taken) <= isolation.UIDS_PER_PROCESS
+    assert all(base <= uid < base + isolation.UIDS_PER_PROCESS and uid >= 1 << 30 for uid in taken)
+    assert not set(taken) & {kernel.uid for kernel in list(kernel_module._live)}  # nor a live kernel's
+    isolation.release_uid(taken[3])
+    assert isolation.allocate_uid() == taken[3]  # a closed kernel's uid can be used again
+    with pytest.raises(SandboxError):
+        isolation.allocate_uid()
+
+
+def test_closing_a_kernel_gives_its_uid_back():
+    if os.geteuid() != 0:
+        pytest.skip("kernels get uids of their own only when started as root")
+    kernel = Kernel(settings(), resolve_isolation("auto"))
+    uid = kernel.uid
+    assert uid in isolation._uids_in_use
+    other = Kernel(settings(), kernel.tier)
+    try:
+        assert other.uid != uid
+    finally:
+        other.close()
+    kernel.start()
+    kernel.close()
+    assert uid not in isolation._uids_in_use and other.uid not in isolation._uids_in_use
+
+
+# ----------------------------------------------------------------------------------------------
+# closing a pool that is warming
+
+
+def test_closing_a_pool_kills_the_kernel_it_is_starting_instead_of_waiting():
+    resolve_isolation("auto")  # the tier probes run once per process: not what is measured
+    # A slow start: the scientific stack is imported before the kernel counts as warm.
+    pool = KernelPool(settings(preload=["numpy", "pandas", "sympy", "matplotlib.pyplot"]), size=1)
+    deadline = time.monotonic() + 15
+    while pool._starting is None or not pool._starting.alive:
+        assert time.monotonic() < deadline, "the pool did not start a kernel"
+        time.sleep(0.01)
+    starting = pool._starting
+    began = time.perf_counter()
+    pool.close()
+    took = time.perf_counter() - began
+    assert took < 1.0, f"closing the pool took {took:.2f} s: it waited for the kernel to start"
+    assert not starting.alive and not starting.workdir.exists()
+    assert not pool._thread.is_alive() and not pool.ready
+    with pytest.raises(SandboxClosedError):
+        pool.claim(timeout=1)

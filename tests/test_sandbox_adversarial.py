@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -301,15 +302,30 @@ def neighbour(sb):
 
 
 def test_killing_the_parent_and_the_host_fails(sb, neighbour):
-    result = run(sb, f"import os, signal\n"
-                     f"for pid in (os.getppid(), {os.getpid()}, 1):\n"
-                     f"    try:\n"
-                     f"        os.kill(pid, signal.SIGKILL); print('sent', pid)\n"
-                     f"    except OSError as e:\n"
-                     f"        print(type(e).__name__)")
-    assert str(os.getpid()) not in result.stdout.replace("sent 1\n", "")
-    time.sleep(0.2)
-    assert_alive(sb)  # in tier A the "parent" is bwrap's init, which ignores signals from inside
+    run(sb, "before_the_attack = 'kept'")
+    host = subprocess.Popen(["sleep", "60"])  # a host process besides this one
+    try:
+        targets = f"{{'parent': os.getppid(), 'this test': {os.getpid()}, 'host': {host.pid}, 'init': 1}}"
+        result = run(sb, f"import os, signal\n"
+                         f"for name, pid in {targets}.items():\n"
+                         f"    try:\n"
+                         f"        os.kill(pid, signal.SIGKILL); print(name, 'sent')\n"
+                         f"    except OSError as e:\n"
+                         f"        print(name, type(e).__name__)")
+        assert result.error is None, result
+        outcome = dict(line.rsplit(" ", 1) for line in result.stdout.splitlines())
+        assert set(outcome) == {"parent", "this test", "host", "init"}, result.stdout
+        # Host processes are out of reach: not in the pid namespace (tier A) or not ours to signal (tier B).
+        for name in ("this test", "host"):
+            assert outcome[name] in ("ProcessLookupError", "PermissionError"), result.stdout
+        time.sleep(0.2)
+        assert host.poll() is None, "the host process was killed from inside the sandbox"
+    finally:
+        host.kill()
+        host.wait()
+    # The parent (bubblewrap's init or the supervisor) and init ignored or refused it: same kernel, same state.
+    after = run(sb, "before_the_attack")
+    assert after.result == "'kept'" and not after.restarted, after
     assert neighbour.execute("mine").result == "'intact'"
 
 
