@@ -114,12 +114,10 @@ class Agent:
             self.transcript.close()
 
     def close(self) -> None:
+        self._sync(self.aclose())  # on the private loop: works where an event loop already runs (Jupyter)
         if self._loop_thread is not None:
-            self._sync(self.aclose())
             self._loop_thread.stop()
             self._loop_thread = None
-        else:
-            asyncio.run(self.aclose())
 
     def __enter__(self) -> "Agent":
         return self

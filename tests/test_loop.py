@@ -257,3 +257,8 @@ def test_a_call_in_the_last_turn_is_not_left_unanswered_in_the_history():
     calls = {c.id for m in history for c in m.tool_calls}
     answered = {m.tool_call_id for m in history if m.role == "observation"}
     assert calls == answered and len(calls) == 1
+
+
+async def test_close_works_inside_a_running_event_loop():
+    agent = Agent(model=ScriptedModel([]), tools=[add])
+    agent.close()  # a notebook cell calling the sync API while its own loop runs
