@@ -158,7 +158,8 @@ class ChatSession:
                                     resources=self._resources)
 
     async def arun(self, task: str) -> RunResult:
-        return await self._run(task, self._record)
+        # Nobody reads the events of a plain run except a transcript: without one, none are built.
+        return await self._run(task, self._record if self.agent.transcript else None)
 
     async def astream(self, task: str) -> AsyncIterator[Event]:
         """Run one user turn, yielding its events; the last one is ``RunFinished``."""
@@ -220,7 +221,7 @@ class ChatSession:
     # ------------------------------------------------------------------------------------------------
     # The loop
 
-    async def _run(self, task: str, emit: Callable[[Event], None]) -> RunResult:
+    async def _run(self, task: str, emit: Callable[[Event], None] | None) -> RunResult:
         agent, limits = self.agent, self.agent.policy.agent
         self._turns += 1
         run_id = f"{self.id}-{self._turns}"
@@ -301,7 +302,8 @@ class ChatSession:
 
         started = time.monotonic()
         try:
-            turn = await model.generate(self.messages, specs, self.agent.policy.model, on_token)
+            turn = await model.generate(self.messages, specs, self.agent.policy.model,
+                                        on_token if announce.sink is not None else None)
         finally:
             step.model_s = time.monotonic() - started
         step.usage = turn.usage
@@ -390,13 +392,14 @@ class ChatSession:
 class _Announcer:
     """Stamps events with the run's id and the time since the run started, and hands them on."""
 
-    def __init__(self, run_id: str, sink: Callable[[Event], None]):
+    def __init__(self, run_id: str, sink: Callable[[Event], None] | None):
         self.run_id = run_id
-        self.sink = sink
+        self.sink = sink  # None: nobody listens, so no event is built
         self.started = time.monotonic()
 
     def __call__(self, event_type: type, **fields: Any) -> None:
-        self.sink(event_type(run_id=self.run_id, t=time.monotonic() - self.started, **fields))
+        if self.sink is not None:
+            self.sink(event_type(run_id=self.run_id, t=time.monotonic() - self.started, **fields))
 
 
 async def _before(deadline: float, awaitable: Awaitable[Any]) -> Any:
