@@ -29,7 +29,7 @@ from .events import (Event, FinalAnswer, ModelTurnEvent, RunError, RunFinished, 
 from .messages import Citation, Message, Observation, ToolCall
 from .models.base import ChatModel, ModelTurn
 from .policy import Policy, load_policy
-from .registry import ToolRegistry, default_builtins
+from .registry import ToolRegistry, default_builtins, error_observation
 from .tool import Tool, ToolContext
 from .transcript import TranscriptWriter
 
@@ -325,7 +325,7 @@ class ChatSession:
             elif not await self._approved(call):
                 refusal = f"Not run: the user did not approve this call to {call.name!r}."
             if refusal is not None:
-                observation = Observation(call_id=call.id, tool=call.name, content=refusal, is_error=True)
+                observation = error_observation(call, refusal)
             else:
                 observation = await self.agent.tools.call(call, self._context)
             step.observations.append(observation)
@@ -346,8 +346,7 @@ class ChatSession:
         if not open_calls:  # the deadline fell between steps: the conversation is complete
             return
         for call in open_calls:
-            observation = Observation(call_id=call.id, tool=call.name, is_error=True,
-                                      content="Not finished: the task's wall-time limit ran out.")
+            observation = error_observation(call, "Not finished: the task's wall-time limit ran out.")
             step.observations.append(observation)
             announce(ToolResult, step=step.index, observation=observation)
         self._add_observations(step)

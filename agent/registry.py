@@ -99,21 +99,21 @@ class ToolRegistry:
         """Run one call and return its observation; never raises for the tool's or the model's faults."""
         tool = self._tools.get(call.name)
         if tool is None:
-            return _error(call, f"There is no tool named {call.name!r}. Available tools: {', '.join(self.names) or 'none'}.")
+            return error_observation(call, f"There is no tool named {call.name!r}. Available tools: {', '.join(self.names) or 'none'}.")
         try:
             raw = call.arguments if call.arguments is not None else _read_body(tool, call)
         except ValueError as exc:
-            return _error(call, f"Could not read the call to {tool.name!r}: {exc}. {expected_shape(tool)}")
+            return error_observation(call, f"Could not read the call to {tool.name!r}: {exc}. {expected_shape(tool)}")
         try:
             args = tool.args_model.model_validate(raw)
         except ValidationError as exc:
-            return _error(call, f"Invalid arguments for {tool.name!r}: {describe_validation(exc)}. {expected_shape(tool)}")
+            return error_observation(call, f"Invalid arguments for {tool.name!r}: {describe_validation(exc)}. {expected_shape(tool)}")
         try:
             value = await tool.acall(args, context)
         except AgentError as exc:
-            return _error(call, f"{tool.name} failed: {exc}")
+            return error_observation(call, f"{tool.name} failed: {exc}")
         except Exception as exc:  # the tool's own bug or failure: the model sees it and the run goes on
-            return _error(call, f"{tool.name} raised {type(exc).__name__}: {exc}")
+            return error_observation(call, f"{tool.name} raised {type(exc).__name__}: {exc}")
         return to_observation(call, value, context)
 
     async def aclose(self) -> None:
@@ -161,7 +161,8 @@ def describe_validation(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def _error(call: ToolCall, text: str) -> Observation:
+def error_observation(call: ToolCall, text: str) -> Observation:
+    """The observation of a call that failed or was refused: the model reads ``text`` and goes on."""
     return Observation(call_id=call.id, tool=call.name, content=text, is_error=True)
 
 

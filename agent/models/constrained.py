@@ -154,7 +154,7 @@ class JsonSchemaPrefix:
     def _key(self, schema: dict[str, Any], text: str, i: int, seen: frozenset[str]) -> Iterator[tuple[str, int]]:
         """Keys the schema allows here: declared properties not used yet (any key when it allows extras)."""
         properties = schema.get("properties") or {}
-        extra = schema.get("additionalProperties", not properties)
+        extra = _allows_extra(schema)
         for end in self._string(text, i):
             if end == _END:
                 written = text[i:]
@@ -168,8 +168,7 @@ class JsonSchemaPrefix:
 
     @staticmethod
     def _keys_left(schema: dict[str, Any], seen: frozenset[str]) -> bool:
-        properties = schema.get("properties") or {}
-        return bool(schema.get("additionalProperties", not properties)) or any(k not in seen for k in properties)
+        return _allows_extra(schema) or any(k not in seen for k in schema.get("properties") or {})
 
     def _property(self, schema: dict[str, Any], key: str) -> Any:
         properties = schema.get("properties") or {}
@@ -349,3 +348,9 @@ class ToolCallConstraint(LogitsProcessor):
             # text as if the character were complete.
             return schema(body.rstrip("\ufffd") + "é") != "invalid"
         return schema(body) != "invalid"
+
+
+def _allows_extra(schema: dict[str, Any]) -> bool:
+    """Whether an object schema takes keys it does not declare (JSON Schema: yes, unless it declares some
+    properties and says otherwise; a schema with no properties at all takes any key)."""
+    return bool(schema.get("additionalProperties", not schema.get("properties")))
