@@ -1,13 +1,16 @@
-"""The ``agent`` command: ``agent run TASK``, ``agent chat``, ``agent tools``.
+"""The ``agent`` command: ``agent run TASK``, ``agent chat``, ``agent tools``, ``agent doctor``.
 
-Exit codes: 0 answered, 1 error, 2 bad usage, 3 budget exhausted before an answer.
+Exit codes: 0 answered, 1 error, 2 bad usage (a bad flag, a file that cannot be handed in),
+3 budget exhausted before an answer, 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import importlib.util
+import shlex
 import sys
 import traceback
 from contextlib import contextmanager
@@ -22,9 +25,10 @@ from rich.table import Table
 from rich.text import Text
 
 from .display import EventDisplay, error_line
-from .errors import AgentError, ToolDefinitionError
+from .errors import AgentError, FileInputError, ToolDefinitionError
 from .events import RunFinished
-from .loop import Agent
+from .files import collect_files
+from .loop import Agent, ChatSession
 from .messages import ToolCall
 from .models.base import ChatModel
 from .policy import Policy, load_policy
@@ -35,7 +39,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="A tool-using agent modelled on GLM-4 All Tools.")
 err = Console(stderr=True, soft_wrap=True)
 
-EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET = 1, 2, 3
+EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 class UsageError(AgentError):
@@ -64,6 +68,10 @@ TranscriptOpt = typer.Option(None, "--transcript", help="Append the run's events
 SystemOpt = typer.Option(None, "--system-prompt", help="Text for the system message.")
 YesOpt = typer.Option(False, "--yes", "-y", help="Approve every call of tools the policy marks require_approval.")
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks.")
+FileOpt = typer.Option(None, "--file", "-f", help="A file or folder to hand in (repeatable): copied to /mnt/data for "
+                                                  "the python tool, or read as a document without it.")
+WorkdirOpt = typer.Option(None, "--workdir", help="Use this folder as /mnt/data itself: inputs are read from it and "
+                                                   "the files the code writes stay in it.")
 
 
 @app.command()
@@ -74,24 +82,29 @@ def run(
     tools_module: Optional[List[str]] = ModuleOpt, policy: str = PolicyOpt, max_steps: Optional[int] = MaxStepsOpt,
     json_output: bool = typer.Option(False, "--json", help="Print one JSON event per line; the last is the result."),
     transcript: Optional[Path] = TranscriptOpt, system_prompt: Optional[str] = SystemOpt, yes: bool = YesOpt,
-    debug: bool = DebugOpt,
+    file: Optional[List[Path]] = FileOpt, workdir: Optional[Path] = WorkdirOpt, debug: bool = DebugOpt,
 ) -> None:
     """Run one task and print the answer."""
     with _errors(debug):
         agent = _build_agent(model, base_url, api_key, backend, tools, tools_module, policy, max_steps, transcript,
-                             system_prompt, yes, interactive=not json_output)
+                             system_prompt, yes, interactive=not json_output, files=file, workdir=workdir)
         console = Console()
         display = EventDisplay(console, errors=err)
         result = None
         try:
-            for event in agent.stream(task):
-                if json_output:
-                    sys.stdout.write(event.model_dump_json() + "\n")
-                    sys.stdout.flush()
-                else:
-                    display.show(event)
-                if isinstance(event, RunFinished):
-                    result = event.result
+            with contextlib.closing(agent.stream(task, files=file or [])) as events:
+                for event in events:
+                    if json_output:
+                        sys.stdout.write(event.model_dump_json() + "\n")
+                        sys.stdout.flush()
+                    else:
+                        display.show(event)
+                    if isinstance(event, RunFinished):
+                        result = event.result
+        except KeyboardInterrupt:
+            display.stop()
+            err.print(error_line("interrupted: the run was stopped (Ctrl-C)."))
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         finally:
             agent.close()
         if result is None or result.status == "error":
@@ -108,16 +121,22 @@ def chat(
     backend: Optional[Backend] = BackendOpt, tools: Optional[str] = ToolsOpt,
     tools_module: Optional[List[str]] = ModuleOpt, policy: str = PolicyOpt, max_steps: Optional[int] = MaxStepsOpt,
     transcript: Optional[Path] = TranscriptOpt, system_prompt: Optional[str] = SystemOpt, yes: bool = YesOpt,
-    debug: bool = DebugOpt,
+    file: Optional[List[Path]] = FileOpt, workdir: Optional[Path] = WorkdirOpt, debug: bool = DebugOpt,
 ) -> None:
-    """Talk with the agent over several turns. /exit or Ctrl-D quits, /new starts a fresh conversation."""
+    """Talk with the agent over several turns.
+
+    /upload PATH hands in a file or folder, /new starts a fresh conversation, /exit or Ctrl-D quits;
+    Ctrl-C cancels the current turn only.
+    """
     with _errors(debug):
         agent = _build_agent(model, base_url, api_key, backend, tools, tools_module, policy, max_steps, transcript,
-                             system_prompt, yes, interactive=True)
+                             system_prompt, yes, interactive=True, files=file, workdir=workdir)
         console = Console()
         display = EventDisplay(console, errors=err)
         session = agent.chat()
         try:
+            if file:
+                _upload(session, file, console)
             while True:
                 try:
                     text = console.input("[bold]you> ").strip()
@@ -129,13 +148,30 @@ def chat(
                 if text == "/new":
                     session.close()
                     session = agent.chat()
-                    continue
-                if text:
-                    for event in session.stream(text):
-                        display.show(event)
+                elif text.startswith("/upload"):
+                    paths = shlex.split(text[len("/upload"):])
+                    if not paths:
+                        err.print(error_line("/upload takes a path: /upload data.csv"))
+                    _upload(session, [Path(p) for p in paths], console)
+                elif text:
+                    try:
+                        with contextlib.closing(session.stream(text)) as events:
+                            for event in events:
+                                display.show(event)
+                    except KeyboardInterrupt:  # this turn only: history and kernel stay
+                        display.stop()
+                        err.print(error_line("interrupted: this turn was cancelled; the conversation goes on."))
         finally:
             session.close()
             agent.close()
+
+
+def _upload(session: ChatSession, paths: list[Path], console: Console) -> None:
+    try:
+        for where in session.upload(*paths):
+            console.print(Text(f"uploaded: {where}", style="dim"))
+    except FileInputError as exc:
+        err.print(error_line(str(exc)))
 
 
 @app.command("tools")
@@ -174,16 +210,20 @@ def list_tools(
 
 def _build_agent(model: str | None, base_url: str | None, api_key: str | None, backend: Backend | None,
                  tools: str | None, tools_module: list[str] | None, policy: str, max_steps: int | None,
-                 transcript: Path | None, system_prompt: str | None, yes: bool, interactive: bool) -> Agent:
+                 transcript: Path | None, system_prompt: str | None, yes: bool, interactive: bool,
+                 files: list[Path] | None = None, workdir: Path | None = None) -> Agent:
     loaded_policy = load_policy(policy)
     if max_steps is not None:
         loaded_policy.agent.max_steps = max_steps
+    collect_files(files or [], loaded_policy.files)  # a bad path is reported now, before a model loads
+    if workdir is not None and workdir.exists() and not workdir.is_dir():
+        raise UsageError(f"--workdir {workdir} is not a folder: give a folder (it is created if missing).")
     items: list = list(_builtin_names(tools, loaded_policy))
     for module in tools_module or []:
         items += load_tools_module(module)
     approve = (lambda call: True) if yes else (_ask_approval if interactive and sys.stdin.isatty() else None)
     agent = Agent(tools=items, policy=loaded_policy, system_prompt=system_prompt, approve=approve,
-                  transcript=transcript)
+                  transcript=transcript, workdir=workdir)
     try:  # the model last: a mistake in the flags above should not wait for weights to load
         agent.model = build_model(model, base_url, api_key, backend)
     except BaseException:
@@ -256,7 +296,7 @@ def _errors(debug: bool) -> Iterator[None]:
         yield
     except (typer.Exit, typer.Abort):
         raise
-    except UsageError as exc:
+    except (UsageError, FileInputError) as exc:
         err.print(error_line(str(exc)))
         raise typer.Exit(EXIT_USAGE) from None
     except AgentError as exc:
@@ -265,8 +305,8 @@ def _errors(debug: bool) -> Iterator[None]:
         err.print(error_line(str(exc)))
         raise typer.Exit(EXIT_ERROR) from None
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/yellow]")
-        raise typer.Exit(130) from None
+        err.print(error_line("interrupted (Ctrl-C)."))
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as exc:
         if debug:
             traceback.print_exc()

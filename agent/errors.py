@@ -29,3 +29,7 @@ class ModelAuthError(ModelError):
 
 class ModelNotFoundError(ModelError):
     """The server or the local disk does not have the requested model."""
+
+
+class FileInputError(AgentError):
+    """A file handed to the agent cannot be taken: missing, unreadable, not a plain file, or over a limit."""

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from .messages import Artifact, Citation, Observation, ToolCall
 from .models.base import ModelTurn, Usage
 
-RunStatus = Literal["answered", "budget_exhausted", "error"]
+RunStatus = Literal["answered", "budget_exhausted", "error", "interrupted"]
 
 
 class Step(BaseModel):
@@ -31,7 +31,11 @@ class Timings(BaseModel):
 
 
 class RunResult(BaseModel):
-    """The outcome of a run. ``status`` is ``answered``, ``budget_exhausted`` or ``error``."""
+    """The outcome of a run. ``status`` is ``answered``, ``budget_exhausted``, ``error`` or ``interrupted``.
+
+    ``interrupted``: the run was cancelled (Ctrl-C, a cancelled task); it is recorded, then the
+    cancellation goes on.
+    """
 
     run_id: str
     task: str
@@ -55,6 +59,7 @@ class RunStarted(_Event):
     task: str
     model: str
     tools: list[str]
+    files: list[str] = Field(default_factory=list, description="files handed in with this turn, as the model sees them")
 
 
 class StepStarted(_Event):
@@ -89,6 +94,23 @@ class ToolProgress(_Event):
     fraction: float | None = None
 
 
+class ToolStream(_Event):
+    """Output of a running call as it comes (a cell's ``stdout``/``stderr``); the observation has all of it."""
+
+    type: Literal["tool_stream"] = "tool_stream"
+    tool: str
+    stream: str
+    text: str
+
+
+class Notice(_Event):
+    """Something the user should know once, outside the conversation (e.g. the sandbox tier in force)."""
+
+    type: Literal["notice"] = "notice"
+    source: str
+    message: str
+
+
 class ToolResult(_Event):
     type: Literal["tool_result"] = "tool_result"
     step: int
@@ -114,8 +136,8 @@ class RunFinished(_Event):
 
 
 Event = Annotated[
-    Union[RunStarted, StepStarted, Token, ModelTurnEvent, ToolCallEvent, ToolProgress, ToolResult,
-          FinalAnswer, RunError, RunFinished],
+    Union[RunStarted, StepStarted, Token, ModelTurnEvent, ToolCallEvent, ToolProgress, ToolStream, Notice,
+          ToolResult, FinalAnswer, RunError, RunFinished],
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

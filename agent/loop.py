@@ -23,10 +23,12 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
+from .documents import describe_files
 from .errors import AgentError
-from .events import (Event, FinalAnswer, ModelTurnEvent, RunError, RunFinished, RunResult, RunStarted, Step,
-                     StepStarted, Timings, Token, ToolCallEvent, ToolProgress, ToolResult)
-from .messages import Citation, Message, Observation, ToolCall
+from .events import (Event, FinalAnswer, ModelTurnEvent, Notice, RunError, RunFinished, RunResult, RunStarted, Step,
+                     StepStarted, Timings, Token, ToolCallEvent, ToolProgress, ToolResult, ToolStream)
+from .files import collect_files
+from .messages import Artifact, Citation, Message, Observation, ToolCall
 from .models.base import ChatModel, ModelTurn
 from .policy import Policy, load_policy
 from .registry import ToolRegistry, default_builtins, error_observation
@@ -34,6 +36,7 @@ from .tool import Tool, ToolContext
 from .transcript import TranscriptWriter
 
 ToolLike = str | Tool | Callable[..., Any]
+PathLike = str | Path
 Approver = Callable[[ToolCall], bool | Awaitable[bool]]
 
 _CITATION = re.compile(r"【([^†】]+)†[^】]*】")
@@ -52,19 +55,27 @@ class Agent:
         policy: ``"default"``, ``"strict"``, ``"trusted"``, a TOML path or a ``Policy``.
         system_prompt: text for the system message. By default the agent adds none of its own.
         approve: called for tools the policy lists under ``require_approval``; returns True to run it.
-        runs_dir: where each session's files (images, plots) go: ``runs_dir/<session id>/``.
+        runs_dir: where each session's files (images, plots, files the code wrote) go:
+            ``runs_dir/<session id>/``.
         transcript: a JSONL file the events are appended to as they happen (all but per-token ones).
+        workdir: a host folder the python tool uses as ``/mnt/data`` itself: files in it are the
+            code's inputs, and what the code writes stays there (and is listed as artifacts).
+
+    Files: ``agent.run(task, files=["data.csv", "reports/"])`` copies them into ``/mnt/data``
+    before the model's turn and tells the model what is there; without the python tool, documents
+    are read into the conversation as text.
     """
 
     def __init__(self, model: ChatModel | None = None, tools: Iterable[ToolLike] | None = None,
                  policy: str | Path | Policy | None = "default", system_prompt: str | None = None, *,
                  approve: Approver | None = None, runs_dir: str | Path = "agent_runs",
-                 transcript: str | Path | None = None):
+                 transcript: str | Path | None = None, workdir: str | Path | None = None):
         self.policy = load_policy(policy)
         self._model = model
         self.system_prompt = system_prompt
         self.approve = approve
-        self.runs_dir = Path(runs_dir)
+        self.runs_dir = Path(runs_dir).absolute()  # artifacts carry host paths that work from anywhere
+        self.workdir = Path(workdir).absolute() if workdir is not None else None
         self.transcript = TranscriptWriter(transcript) if transcript else None
         self.tools = ToolRegistry(default_builtins(self.policy) if tools is None else tools, policy=self.policy)
         self._loop_thread: _LoopThread | None = None
@@ -91,20 +102,21 @@ class Agent:
         return ChatSession(self)
 
     # One-shot runs: a session of one turn.
-    async def arun(self, task: str) -> RunResult:
+    async def arun(self, task: str, files: Iterable[PathLike] = ()) -> RunResult:
+        """Run one task; ``files`` (files or folders) are handed in first (see :meth:`ChatSession.aupload`)."""
         async with self.chat() as session:
-            return await session.arun(task)
+            return await session.arun(task, files=files)
 
-    async def astream(self, task: str) -> AsyncIterator[Event]:
+    async def astream(self, task: str, files: Iterable[PathLike] = ()) -> AsyncIterator[Event]:
         async with self.chat() as session:
-            async for event in session.astream(task):
+            async for event in session.astream(task, files=files):
                 yield event
 
-    def run(self, task: str) -> RunResult:
-        return self._sync(self.arun(task))
+    def run(self, task: str, files: Iterable[PathLike] = ()) -> RunResult:
+        return self._sync(self.arun(task, files=files))
 
-    def stream(self, task: str) -> Iterator[Event]:
-        return self._sync_iter(self.astream(task))
+    def stream(self, task: str, files: Iterable[PathLike] = ()) -> Iterator[Event]:
+        return self._sync_iter(self.astream(task, files=files))
 
     async def aclose(self) -> None:
         await self.tools.aclose()
@@ -153,16 +165,43 @@ class ChatSession:
         if agent.system_prompt:
             self.messages.append(Message(role="system", content=agent.system_prompt))
         self._turns = 0
+        self._uploads: list[str] = []  # what the model is told of files handed in, until its next turn
+        self._uploaded: list[str] = []
         self._resources = AsyncExitStack()
         self._context = ToolContext(run_id=self.id, artifacts_dir=agent.runs_dir / self.id, policy=agent.policy,
-                                    resources=self._resources)
+                                    resources=self._resources, workdir=agent.workdir)
 
-    async def arun(self, task: str) -> RunResult:
+    async def aupload(self, *paths: PathLike) -> list[str]:
+        """Hand files or folders in; the model is told of them in the next user turn.
+
+        They are checked first (``[files]`` limits; no symlinks, devices or paths outside a given
+        folder) and :class:`~agent.errors.FileInputError` names the first problem before anything
+        is copied. With the python tool they go to ``/mnt/data`` (returned: where the code sees
+        them); otherwise documents are read into the conversation as text.
+        """
+        limits = self.agent.policy.files
+        files = await asyncio.to_thread(collect_files, paths, limits)
+        if not files:
+            return []
+        location = await self.agent.tools.receive_files(files, self._context)
+        note = await asyncio.to_thread(describe_files, files, location, limits.max_document_chars)
+        self._uploads.append(note)
+        shown = [f"{location}/{file.name}" if location else file.name for file in files]
+        self._uploaded += shown
+        return shown
+
+    def upload(self, *paths: PathLike) -> list[str]:
+        """Sync twin of :meth:`aupload`: ``session.upload("data.csv")`` → ``["/mnt/data/data.csv"]``."""
+        return self.agent._sync(self.aupload(*paths))
+
+    async def arun(self, task: str, files: Iterable[PathLike] = ()) -> RunResult:
+        await self.aupload(*files)
         # Nobody reads the events of a plain run except a transcript: without one, none are built.
         return await self._run(task, self._record if self.agent.transcript else None)
 
-    async def astream(self, task: str) -> AsyncIterator[Event]:
+    async def astream(self, task: str, files: Iterable[PathLike] = ()) -> AsyncIterator[Event]:
         """Run one user turn, yielding its events; the last one is ``RunFinished``."""
+        await self.aupload(*files)
         events: asyncio.Queue[Event | None] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
@@ -194,11 +233,11 @@ class ChatSession:
         if self.agent.transcript:
             self.agent.transcript.write(event)
 
-    def run(self, task: str) -> RunResult:
-        return self.agent._sync(self.arun(task))
+    def run(self, task: str, files: Iterable[PathLike] = ()) -> RunResult:
+        return self.agent._sync(self.arun(task, files=files))
 
-    def stream(self, task: str) -> Iterator[Event]:
-        return self.agent._sync_iter(self.astream(task))
+    def stream(self, task: str, files: Iterable[PathLike] = ()) -> Iterator[Event]:
+        return self.agent._sync_iter(self.astream(task, files=files))
 
     async def aclose(self) -> None:
         await self._resources.aclose()
@@ -230,18 +269,21 @@ class ChatSession:
         announce = _Announcer(run_id, emit)
         result = RunResult(run_id=run_id, task=task)
         citations: dict[str, Citation] = {}
-        self._context.on_progress = lambda tool, message, fraction: announce(
-            ToolProgress, tool=tool, message=message, fraction=fraction)
-        self.messages.append(Message(role="user", content=task))
+        self._hook_context(run_id, announce)
+        uploads, files = self._uploads, self._uploaded
+        self._uploads, self._uploaded = [], []
+        # As GLM-4 All Tools does: what was handed in comes first in the user's turn.
+        self.messages.append(Message(role="user", content="\n".join([*uploads, task])))
         try:
             model = agent.model
-            announce(RunStarted, task=task, model=model.name, tools=agent.tools.names)
+            announce(RunStarted, task=task, model=model.name, tools=agent.tools.names, files=files)
             specs = agent.tools.specs()
             try:  # one deadline for the whole run: cheaper than a timeout around every await
                 answered, budget_reason = await _before(deadline, self._steps(model, specs, result, announce))
             except asyncio.TimeoutError:
                 answered, budget_reason = False, f"the wall-time limit of {limits.wall_time_s:g} s"
-                self._close_open_calls(result.steps[-1] if result.steps else None, announce)
+                self._close_open_calls(result.steps[-1] if result.steps else None, announce,
+                                       "Not finished: the task's wall-time limit ran out.")
             if not answered:
                 await self._last_turn(model, specs, budget_reason, result, announce)
         except AgentError as exc:
@@ -250,20 +292,43 @@ class ChatSession:
         except Exception as exc:  # a bug or a backend failure we did not foresee: reported, not raised
             result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
             announce(RunError, message=result.error)
+        except asyncio.CancelledError:
+            # Ctrl-C or a cancelled task: the conversation is left whole (calls cut short get an
+            # observation that says so), the interruption is recorded, and the cancellation goes on.
+            self._close_open_calls(result.steps[-1] if result.steps else None, announce,
+                                   "Not finished: the user interrupted the run.")
+            result.status, result.error = "interrupted", "interrupted by the user"
+            self._finish(result, citations, started, announce)
+            raise
+        return self._finish(result, citations, started, announce)
 
+    def _finish(self, result: RunResult, citations: dict[str, Citation], started: float,
+                announce: "_Announcer") -> RunResult:
+        """Totals, citations and artifacts of the run; announces its end."""
+        artifacts: dict[Path, Artifact] = {}  # a file written by several cells is listed once, as it is now
         for step in result.steps:
             result.usage = result.usage + step.usage
             for observation in step.observations:
-                result.artifacts.extend(observation.artifacts)
+                artifacts.update({artifact.path: artifact for artifact in observation.artifacts})
                 citations.update({c.id: c for c in observation.citations})
+        result.artifacts = list(artifacts.values())
         result.citations = _cited(result.answer, citations)
         result.timings = Timings(total_s=time.monotonic() - started,
                                  model_s=sum(s.model_s for s in result.steps),
                                  tools_s=sum(s.tools_s for s in result.steps))
-        if result.status != "error":
+        if result.status in ("answered", "budget_exhausted"):
             announce(FinalAnswer, answer=result.answer, citations=result.citations)
         announce(RunFinished, result=result)
         return result
+
+    def _hook_context(self, run_id: str, announce: "_Announcer") -> None:
+        """Point the tools' context at this run: its id, and its progress, output and notices as events."""
+        context = self._context
+        context.run_id = run_id
+        context.on_progress = lambda tool, message, fraction: announce(
+            ToolProgress, tool=tool, message=message, fraction=fraction)
+        context.on_output = lambda tool, stream, text: announce(ToolStream, tool=tool, stream=stream, text=text)
+        context.on_notice = lambda source, message: announce(Notice, source=source, message=message)
 
     async def _steps(self, model: ChatModel, specs: list, result: RunResult,
                      announce: "_Announcer") -> tuple[bool, str]:
@@ -337,8 +402,8 @@ class ChatSession:
             await asyncio.gather(*(one(i, call) for i, call in enumerate(step.tool_calls)))
         self._add_observations(step)
 
-    def _close_open_calls(self, step: Step | None, announce: "_Announcer") -> None:
-        """The wall time ran out mid-step: calls still running get an observation that says so."""
+    def _close_open_calls(self, step: Step | None, announce: "_Announcer", why: str) -> None:
+        """The run stops mid-step (wall time, an interruption): calls still running get an observation saying ``why``."""
         if step is None:
             return
         answered = {o.call_id for o in step.observations}
@@ -346,7 +411,7 @@ class ChatSession:
         if not open_calls:  # the deadline fell between steps: the conversation is complete
             return
         for call in open_calls:
-            observation = error_observation(call, "Not finished: the task's wall-time limit ran out.")
+            observation = error_observation(call, why)
             step.observations.append(observation)
             announce(ToolResult, step=step.index, observation=observation)
         self._add_observations(step)
@@ -442,15 +507,42 @@ def _cited(answer: str, citations: dict[str, Citation]) -> list[Citation]:
 
 
 class _LoopThread:
-    """A private event loop on a daemon thread, so sync calls work inside Jupyter and keep resources alive."""
+    """A private event loop on a daemon thread, so sync calls work inside Jupyter and keep resources alive.
+
+    Ctrl-C in the calling thread cancels the coroutine and waits (briefly) for it to wind down (a
+    running cell is interrupted, the run records the interruption), then re-raises ``KeyboardInterrupt``.
+    """
+
+    SETTLE_S = 15.0  # how long a cancelled run may take to wind down before the caller moves on
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="agent-loop", daemon=True)
         self.thread.start()
 
+    def _submit(self, coro: Awaitable[Any]) -> tuple[Any, threading.Event]:
+        finished = threading.Event()
+
+        async def guarded() -> Any:
+            try:
+                return await coro
+            finally:
+                finished.set()
+
+        return asyncio.run_coroutine_threadsafe(guarded(), self.loop), finished
+
+    def _cancel(self, future: Any, finished: threading.Event) -> None:
+        if not future.done():
+            future.cancel()
+            finished.wait(self.SETTLE_S)
+
     def run(self, coro: Awaitable[Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()  # type: ignore[arg-type]
+        future, finished = self._submit(coro)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            self._cancel(future, finished)
+            raise
 
     def iterate(self, agen: AsyncIterator[Event]) -> Iterator[Event]:
         items: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -464,7 +556,7 @@ class _LoopThread:
             finally:
                 items.put(("done", None))
 
-        future = asyncio.run_coroutine_threadsafe(pump(), self.loop)
+        future, finished = self._submit(pump())
         try:
             while True:
                 kind, value = items.get()
@@ -474,9 +566,8 @@ class _LoopThread:
                     raise value
                 else:
                     return
-        finally:
-            if not future.done():
-                future.cancel()
+        finally:  # also on Ctrl-C or when the consumer stops early
+            self._cancel(future, finished)
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.loop.shutdown_asyncgens(), self.loop).result(timeout=5)

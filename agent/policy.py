@@ -1,7 +1,7 @@
 """Policies: what an agent may do, loaded from TOML and validated by pydantic.
 
 A policy is a TOML file with the sections ``[agent]``, ``[model]``, ``[tools]``, ``[sandbox]``,
-``[browser]`` and ``[cogview]``. Unknown keys are errors, so a typo never silently loosens a limit.
+``[files]``, ``[browser]`` and ``[cogview]``. Unknown keys are errors, so a typo never silently loosens a limit.
 
 >>> policy = load_policy("strict")
 >>> policy.sandbox.network
@@ -54,6 +54,8 @@ class SandboxSettings(_Section):
 
     isolation: Literal["auto", "bwrap", "landlock", "none"] = Field(
         "auto", description="auto: the strongest that works; none: no OS isolation (must be explicit)")
+    python: str | None = Field(None, description="the kernel's interpreter; by default the one the agent runs on "
+                                                 "(its venv's packages included)")
     memory_mb: int = Field(2048, ge=512, description="address-space limit of the kernel (numpy+pandas need ~500)")
     max_processes: int = Field(64, ge=16, description="processes and threads of one kernel")
     max_file_mb: int = Field(256, ge=1, description="largest file the kernel may write")
@@ -68,6 +70,17 @@ class SandboxSettings(_Section):
     pool_size: int = Field(1, ge=0, description="kernels started ahead")
     preload: list[str] = Field(default_factory=lambda: ["numpy", "sympy", "matplotlib.pyplot", "pandas"],
                                description="modules warm pool kernels import ahead")
+
+
+class FileSettings(_Section):
+    """The user's files: what may come in (``--file``, ``files=``, ``upload``) and what a run keeps."""
+
+    max_file_mb: float = Field(100.0, gt=0, description="largest file a user may hand in")
+    max_total_mb: float = Field(500.0, gt=0, description="all files handed in at once")
+    max_files: int = Field(200, ge=1, description="files handed in at once (a folder counts each file)")
+    max_output_mb: float = Field(200.0, ge=0, description="files a run keeps from /mnt/data, in all")
+    max_document_chars: int = Field(50_000, ge=1000, description="characters of one document read into the "
+                                                                 "conversation; the rest is cut, with a note")
 
 
 class BrowserSettings(_Section):
@@ -106,6 +119,7 @@ class Policy(_Section):
     model: ModelSettings = Field(default_factory=ModelSettings)
     tools: ToolSettings = Field(default_factory=ToolSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    files: FileSettings = Field(default_factory=FileSettings)
     browser: BrowserSettings = Field(default_factory=BrowserSettings)
     cogview: CogViewSettings = Field(default_factory=CogViewSettings)
 

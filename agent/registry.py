@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 from pydantic import BaseModel, ValidationError
 
 from .errors import AgentError, ToolDefinitionError
+from .files import InputFile
 from .messages import Observation, ObservationPart, ToolCall, ToolSpec
 from .policy import Policy
 from .tool import FunctionTool, Tool, ToolContext, ToolOutput, parse_json_arguments, strip_fence, to_png_bytes
@@ -115,6 +116,14 @@ class ToolRegistry:
         except Exception as exc:  # the tool's own bug or failure: the model sees it and the run goes on
             return error_observation(call, f"{tool.name} raised {type(exc).__name__}: {exc}")
         return to_observation(call, value, context)
+
+    async def receive_files(self, files: list[InputFile], context: ToolContext) -> str | None:
+        """Hand the user's files to the first tool that takes them; where its code sees them, or ``None``."""
+        for tool in self._tools.values():
+            location = await tool.receive_files(files, context)
+            if location is not None:
+                return location
+        return None
 
     async def aclose(self) -> None:
         for tool in self._tools.values():

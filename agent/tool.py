@@ -34,25 +34,44 @@ from typing import Any, Callable, ClassVar, get_type_hints
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from .errors import ToolDefinitionError
+from .files import InputFile
 from .messages import Artifact, Citation, ToolSpec
 from .policy import Policy
 
 
 @dataclass
 class ToolContext:
-    """What the loop hands a tool: where to save files, the policy, state that lasts the session."""
+    """What the loop hands a tool: where to save files, the policy, state that lasts the session.
+
+    ``run_id`` names the current run (one user turn); ``workdir``, when set, is a host folder the
+    user wants the tools' files in (``Agent(workdir=...)``). The ``on_*`` hooks are the loop's: a
+    tool reports through :meth:`progress`, :meth:`output` and :meth:`notice`.
+    """
 
     run_id: str
     artifacts_dir: Path
     policy: Policy = field(default_factory=Policy)
     state: dict[str, Any] = field(default_factory=dict)
     resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    workdir: Path | None = None
     on_progress: Callable[[str, str, float | None], None] | None = None
+    on_output: Callable[[str, str, str], None] | None = None
+    on_notice: Callable[[str, str], None] | None = None
 
     def progress(self, tool: str, message: str, fraction: float | None = None) -> None:
         """Report progress (e.g. diffusion steps); shown by the CLI, emitted as an event."""
         if self.on_progress is not None:
             self.on_progress(tool, message, fraction)
+
+    def output(self, tool: str, stream: str, text: str) -> None:
+        """Pass on output as it comes (a running cell's ``stdout``/``stderr``); safe from any thread."""
+        if self.on_output is not None:
+            self.on_output(tool, stream, text)
+
+    def notice(self, tool: str, message: str) -> None:
+        """Tell the user something once (e.g. which sandbox tier is in force); not part of the conversation."""
+        if self.on_notice is not None:
+            self.on_notice(tool, message)
 
     def save_artifact(self, data: bytes, *, tool: str, suffix: str = ".png", kind: str = "image",
                       description: str = "") -> Artifact:
@@ -126,6 +145,14 @@ class Tool:
         if signature.is_async:
             return await self.forward(**kwargs)
         return await asyncio.to_thread(self.forward, **kwargs)
+
+    async def receive_files(self, files: list[InputFile], context: ToolContext) -> str | None:
+        """Take the user's files for this session; return the folder the tool's code sees them in.
+
+        The default, ``None``, means this tool takes no files (they are then read into the
+        conversation as documents). The ``python`` tool copies them into ``/mnt/data``.
+        """
+        return None
 
     async def aclose(self) -> None:
         """Release what the tool holds for the whole process (kernels, pipelines)."""

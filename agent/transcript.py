@@ -10,7 +10,10 @@ from .events import Event, parse_event
 
 
 class TranscriptWriter:
-    """Appends events to a JSONL file. Token events are left out: the model turn carries the text."""
+    """Appends events to a JSONL file.
+
+    Token and tool-stream events are left out: the model turn and the observation carry their text.
+    """
 
     def __init__(self, path: str | Path, *, include_tokens: bool = False):
         self.path = Path(path)
@@ -19,7 +22,7 @@ class TranscriptWriter:
         self._lock = threading.Lock()  # progress events may come from tools' worker threads
 
     def write(self, event: Event) -> None:
-        if event.type == "token" and not self.include_tokens:
+        if event.type in ("token", "tool_stream") and not self.include_tokens:
             return
         with self._lock:
             self._write(event)

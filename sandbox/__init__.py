@@ -10,7 +10,8 @@ works here. See :mod:`sandbox.isolation`.
 """
 
 from .errors import KernelStartError, SandboxClosedError, SandboxError, SandboxUnavailableError
-from .isolation import resolve_isolation, tier_problem
+from .interpreter import Interpreter, find_interpreter
+from .isolation import describe_isolation, resolve_isolation, tier_problem
 from .kernel import Kernel
 from .pool import KernelPool
 from .results import ExecutionError, ExecutionResult
@@ -20,6 +21,7 @@ __all__ = [
     "AsyncSandbox",
     "ExecutionError",
     "ExecutionResult",
+    "Interpreter",
     "Kernel",
     "KernelPool",
     "KernelStartError",
@@ -27,6 +29,8 @@ __all__ = [
     "SandboxClosedError",
     "SandboxError",
     "SandboxUnavailableError",
+    "describe_isolation",
+    "find_interpreter",
     "resolve_isolation",
     "tier_problem",
 ]

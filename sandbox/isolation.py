@@ -30,6 +30,7 @@ from pathlib import Path
 from agent.policy import SandboxSettings
 
 from .errors import SandboxError, SandboxUnavailableError
+from .interpreter import Interpreter, find_interpreter
 
 LAUNCHER = Path(__file__).with_name("_launch.py")
 MIB = 1024 * 1024
@@ -46,6 +47,8 @@ _ETC = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "n
 _SYSTEM = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"]
 _DEVICES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
 
+TIER_NAMES = {"bwrap": "bwrap (bubblewrap namespaces + seccomp)", "landlock": "landlock (Landlock + seccomp, no namespaces)",
+              "none": "none (no OS isolation)"}
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`; Fedora: `dnf install bubblewrap`) "
                 "and allow user namespaces")
 
@@ -68,23 +71,9 @@ class LaunchPlan:
     tier: str
 
 
-def python_paths() -> list[str]:
-    """Directories of this Python installation the kernel must read (outside /usr)."""
-    candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                  str(Path(os.path.realpath(sys.executable)).parent.parent)}
-    paths = sorted({os.path.realpath(p) for p in candidates if p})
-    outside = [p for p in paths if not any(p == s or p.startswith(s + "/") for s in ("/usr",))]
-    # Keep the outermost ones only.
-    return [p for p in outside if not any(p != q and p.startswith(q + "/") for q in outside)]
-
-
-def python_executable() -> str:
-    return os.path.realpath(sys.executable)
-
-
-def kernel_env(tmp: str, threads: int) -> dict[str, str]:
+def kernel_env(tmp: str, threads: int, python: Interpreter) -> dict[str, str]:
     """The kernel's whole environment: nothing from the host (no API keys)."""
-    bindir = str(Path(python_executable()).parent)
+    bindir = os.path.dirname(python.executable)  # a venv's bin: its pip and scripts come first
     return {
         "PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin",
         "HOME": tmp,
@@ -106,8 +95,8 @@ def kernel_env(tmp: str, threads: int) -> dict[str, str]:
     }
 
 
-def kernel_argv(runtime: str) -> list[str]:
-    return [python_executable(), "-B", "-s", "-m", "ipykernel_launcher", "-f", f"{runtime}/connection.json",
+def kernel_argv(runtime: str, python: Interpreter) -> list[str]:
+    return [python.executable, "-B", "-s", "-m", "ipykernel_launcher", "-f", f"{runtime}/connection.json",
             "--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=ERROR"]
 
 
@@ -170,14 +159,14 @@ def release_uid(uid: int | None) -> None:
             _uids_in_use.discard(uid)
 
 
-def _unreachable_python() -> dict[str, list[str]]:
+def _unreachable_python(python: Interpreter) -> dict[str, list[str]]:
     """Python directories an unprivileged uid cannot reach, by the topmost directory that blocks it.
 
     pyenv installs under ``/root`` (mode 0700); tier B then exposes just the installation to the
     kernel (see ``expose_paths`` in the launcher).
     """
     blocked: dict[str, list[str]] = {}
-    for path in python_paths():
+    for path in python.paths:
         for directory in [*reversed(Path(path).parents), Path(path)]:
             if not os.stat(directory).st_mode & 0o001:
                 blocked.setdefault(str(directory), []).append(path)
@@ -190,10 +179,11 @@ def _unreachable_python() -> dict[str, list[str]]:
 
 
 def _launcher_argv(config: dict) -> list[str]:
-    return [python_executable(), "-I", "-S", str(LAUNCHER), json.dumps(config)]
+    """The launcher on the host, run by the agent's own interpreter (it needs only the standard library)."""
+    return [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(config)]
 
 
-def _bwrap_argv(settings: SandboxSettings, dirs: KernelDirs, command: list[str]) -> list[str]:
+def _bwrap_argv(settings: SandboxSettings, dirs: KernelDirs, python: Interpreter, command: list[str]) -> list[str]:
     bwrap = shutil.which("bwrap") or "/usr/bin/bwrap"
     if running_as_root():
         # As root bwrap needs no user namespace; it mounts what root can reach (pyenv under /root),
@@ -224,8 +214,6 @@ def _bwrap_argv(settings: SandboxSettings, dirs: KernelDirs, command: list[str])
             mount("--symlink", os.readlink(path), path)
         elif os.path.isdir(path):
             mount("--ro-bind", path, path)
-    for path in python_paths():
-        mount("--ro-bind", path, path)
     for name in _ETC:
         mount("--ro-bind-try", f"/etc/{name}", f"/etc/{name}")
     argv += ["--proc", "/proc", "--dev", "/dev"]
@@ -233,6 +221,11 @@ def _bwrap_argv(settings: SandboxSettings, dirs: KernelDirs, command: list[str])
         if "--size" in _bwrap_help():
             argv += ["--size", str(settings.tmp_mb * MIB)]
         argv += ["--perms", "1777", "--tmpfs", tmpfs]
+        made.add(tmpfs)
+    # After the private /tmp, so that an environment living under /tmp stays visible; a home
+    # directory is not mounted at all, so only the environment itself appears there.
+    for path in python.paths:
+        mount("--ro-bind", os.path.realpath(path), path)
     mount("--bind", str(dirs.workdir), DATA_DIR)
     mount("--bind", str(dirs.runtime), RUNTIME_DIR)
     mount("--ro-bind", str(LAUNCHER), _INNER_LAUNCHER)
@@ -245,27 +238,30 @@ def _bwrap_argv(settings: SandboxSettings, dirs: KernelDirs, command: list[str])
 def plan_launch(tier: str, settings: SandboxSettings, dirs: KernelDirs, uid: int | None,
                 command: list[str] | None = None) -> LaunchPlan:
     """The host command that starts a kernel (or ``command``, for probes) under ``tier``."""
+    python = find_interpreter(settings.python)
+    if command is None:
+        python.require_ipykernel()
     gid = uid
     threads = min(4, os.cpu_count() or 1)
     limits = rlimits(settings)
     if tier == "bwrap":
-        inner = {"mode": "inner", "rlimits": limits, "env": kernel_env("/tmp", threads),
-                 "argv": command or kernel_argv(RUNTIME_DIR), "uid": uid, "gid": gid}
-        wrapped = [python_executable(), "-I", "-S", _INNER_LAUNCHER, json.dumps(inner)]
+        inner = {"mode": "inner", "rlimits": limits, "env": kernel_env("/tmp", threads, python),
+                 "argv": command or kernel_argv(RUNTIME_DIR, python), "uid": uid, "gid": gid}
+        wrapped = [python.executable, "-I", "-S", _INNER_LAUNCHER, json.dumps(inner)]
         # Inside bubblewrap the netns already cuts the network: only the syscall deny list applies.
-        outer = {"mode": "outer", "argv": _bwrap_argv(settings, dirs, wrapped), "deny_network": False, "env": {}}
+        outer = {"mode": "outer", "argv": _bwrap_argv(settings, dirs, python, wrapped), "deny_network": False, "env": {}}
         return LaunchPlan(_launcher_argv(outer), RUNTIME_DIR, tier)
     if tier == "landlock":
         if uid is None:
             # Not root: RLIMIT_NPROC counts all of our user's processes, so allow what runs now plus the budget.
             limits["NPROC"] = _processes_of(os.getuid()) + settings.max_processes
         config = {
-            "mode": "landlock", "argv": command or kernel_argv(str(dirs.runtime)),
-            "env": kernel_env(str(dirs.tmp), threads), "cwd": str(dirs.workdir), "rlimits": limits,
-            "uid": uid, "gid": gid, "expose": _unreachable_python() if uid is not None else {},
+            "mode": "landlock", "argv": command or kernel_argv(str(dirs.runtime), python),
+            "env": kernel_env(str(dirs.tmp), threads, python), "cwd": str(dirs.workdir), "rlimits": limits,
+            "uid": uid, "gid": gid, "expose": _unreachable_python(python) if uid is not None else {},
             "deny_network": not settings.network,
             "landlock": {
-                "read": [*_SYSTEM, *python_paths(), *(f"/etc/{n}" for n in _ETC), "/proc",
+                "read": [*_SYSTEM, *python.paths, *(f"/etc/{n}" for n in _ETC), "/proc",
                          "/sys/devices/system/cpu"],
                 "write": [str(dirs.workdir), str(dirs.runtime), str(dirs.tmp)],
                 "devices": _DEVICES,
@@ -274,8 +270,8 @@ def plan_launch(tier: str, settings: SandboxSettings, dirs: KernelDirs, uid: int
         return LaunchPlan(_launcher_argv(config), str(dirs.runtime), tier)
     if tier == "none":
         limits.pop("NPROC")  # would count every process of our user
-        config = {"mode": "none", "argv": command or kernel_argv(str(dirs.runtime)),
-                  "env": kernel_env(str(dirs.tmp), threads), "cwd": str(dirs.workdir), "rlimits": limits}
+        config = {"mode": "none", "argv": command or kernel_argv(str(dirs.runtime), python),
+                  "env": kernel_env(str(dirs.tmp), threads, python), "cwd": str(dirs.workdir), "rlimits": limits}
         return LaunchPlan(_launcher_argv(config), str(dirs.runtime), tier)
     raise ValueError(f"unknown isolation tier {tier!r}")
 
@@ -327,8 +323,8 @@ def make_dirs(base: Path, uid: int | None, workdir: Path | None = None) -> Kerne
     return dirs
 
 
-def _probe(tier: str) -> str | None:
-    """Run ``python -c pass`` under the tier; ``None`` if it worked, else why not."""
+def _probe(tier: str, python: str | None) -> str | None:
+    """Run the kernel's interpreter under the tier; ``None`` if it worked and saw its installation, else why not."""
     if tier == "bwrap" and not shutil.which("bwrap"):
         return "bubblewrap (bwrap) is not installed"
     if tier == "landlock":
@@ -338,14 +334,20 @@ def _probe(tier: str) -> str | None:
                     "is needed to cut the network")
         if os.uname().machine not in ("x86_64", "aarch64"):
             return f"the seccomp filter is not written for {os.uname().machine}"
+    try:
+        interpreter = find_interpreter(python)
+    except SandboxUnavailableError as exc:
+        return str(exc)
     uid = allocate_uid()
     try:
         with tempfile.TemporaryDirectory(prefix="glm-sandbox-probe-") as tmp:
             dirs = make_dirs(Path(tmp), uid)
-            settings = SandboxSettings()
-            check = "import os; assert os.getuid() != 0 or {root}; open('{data}/ok', 'w').write('1')"
+            settings = SandboxSettings(python=python)
             data = DATA_DIR if tier == "bwrap" else str(dirs.workdir)
-            command = [python_executable(), "-S", "-c", check.format(root=uid is None, data=data)]
+            check = (f"import os\nassert os.getuid() != 0 or {uid is None}, 'still root'\n"
+                     f"for p in {list(interpreter.paths)!r}:\n    assert os.access(p, os.R_OK), p + ' is hidden'\n"
+                     f"open({data + '/ok'!r}, 'w').write('1')")
+            command = [interpreter.executable, "-S", "-c", check]
             try:
                 plan = plan_launch(tier, settings, dirs, uid, command=command)
                 done = subprocess.run(plan.argv, env={}, capture_output=True, text=True, timeout=30,
@@ -374,30 +376,47 @@ def _landlock_abi() -> int:
 
 
 @functools.cache
-def tier_problem(tier: str) -> str | None:
-    """Why ``tier`` cannot run here (``None`` when it can). Cached for the process."""
-    return None if tier == "none" else _probe(tier)
+def tier_problem(tier: str, python: str | None = None) -> str | None:
+    """Why ``tier`` cannot run the kernel's interpreter here (``None`` when it can). Cached for the process."""
+    return None if tier == "none" else _probe(tier, python)
 
 
-def resolve_isolation(requested: str) -> str:
+def resolve_isolation(requested: str, python: str | None = None) -> str:
     """The tier to use for the policy's ``isolation`` value, or a clear refusal."""
     if requested == "none":
         return "none"
     if requested == "landlock":
-        problem = tier_problem("landlock")
+        problem = tier_problem("landlock", python)
         if problem:
             raise SandboxUnavailableError(f"The policy asks for isolation = 'landlock', which cannot run here: {problem}.")
         return "landlock"
-    bwrap_problem = tier_problem("bwrap")
+    bwrap_problem = tier_problem("bwrap", python)
     if bwrap_problem is None:
         return "bwrap"
     if requested == "bwrap":
         raise SandboxUnavailableError(
             f"The policy asks for isolation = 'bwrap', but bubblewrap cannot run here ({bwrap_problem}): "
             f"{INSTALL_HINT}, or choose isolation = 'auto'.")
-    landlock_problem = tier_problem("landlock")
+    landlock_problem = tier_problem("landlock", python)
     if landlock_problem is None:
         return "landlock"
     raise SandboxUnavailableError(
         f"No OS sandbox works here (bubblewrap: {bwrap_problem}; Landlock: {landlock_problem}): {INSTALL_HINT}, "
         "or set isolation = \"none\" in the policy's [sandbox] section to run code without isolation.")
+
+
+def describe_isolation(requested: str, python: str | None = None) -> str:
+    """One line for people: the tier in force and, when it is not the strongest, why.
+
+    >>> describe_isolation("auto")                 # doctest: +SKIP
+    'landlock (Landlock + seccomp), because bubblewrap cannot run here: bwrap: No permissions to create new namespace'
+    """
+    tier = resolve_isolation(requested, python)
+    name = TIER_NAMES[tier]
+    if tier == "bwrap":
+        return name
+    if tier == "none":
+        return f"{name}: the policy turns OS isolation off (isolation = 'none')"
+    if requested == "landlock":
+        return f"{name}, as the policy asks"
+    return f"{name}, because bubblewrap cannot run here ({tier_problem('bwrap', python)}): {INSTALL_HINT} for the stronger tier"

@@ -23,7 +23,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from queue import Empty
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 from jupyter_client.blocking.client import BlockingKernelClient
@@ -33,6 +33,8 @@ from agent.policy import SandboxSettings
 from . import isolation
 from .errors import KernelStartError, SandboxClosedError
 from .results import CappedText, ExecutionError, ExecutionResult, strip_ansi
+
+OutputHook = Callable[[str, str], None]  # (stream, text), called as a cell prints
 
 MAX_IMAGES = 20
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a hostile kernel cannot make us buffer more than this per message
@@ -94,9 +96,10 @@ class Kernel:
             if workdir is not None:
                 workdir = Path(workdir).resolve()
                 workdir.mkdir(parents=True, exist_ok=True)
-                if self.uid is not None:  # lend it to the kernel's uid; given back on close
+                if self.uid is not None:  # lend it, and the files in it, to the kernel's uid; given back on close
                     st = workdir.stat()
                     self._workdir_owner = (st.st_uid, st.st_gid)
+                    _chown_tree(workdir, self.uid, self.uid)
             self.dirs = isolation.make_dirs(self._dir, self.uid, workdir)
         except BaseException:
             isolation.release_uid(self.uid)  # nothing ever ran under it
@@ -119,6 +122,11 @@ class Kernel:
     def workdir(self) -> Path:
         """Host path of the kernel's ``/mnt/data``."""
         return self.dirs.workdir
+
+    @property
+    def file_owner(self) -> int | None:
+        """The uid files put into the workdir should belong to (``None``: ours, no change needed)."""
+        return self.uid
 
     @property
     def alive(self) -> bool:
@@ -249,25 +257,28 @@ class Kernel:
     # ------------------------------------------------------------------------------------------
     # execution
 
-    def execute(self, code: str, timeout: float | None = None) -> ExecutionResult:
+    def execute(self, code: str, timeout: float | None = None,
+                on_output: OutputHook | None = None) -> ExecutionResult:
         """Run ``code`` as a notebook cell and collect what it shows.
 
         Past ``timeout`` (default: the policy's) the kernel is interrupted; if it does not stop
         within the grace period it is restarted. A kernel that dies is restarted too; the result
-        says so in ``restarted`` and ``error``.
+        says so in ``restarted`` and ``error``. ``on_output(stream, text)`` is called with printed
+        output as it arrives (``stream`` is ``"stdout"`` or ``"stderr"``).
         """
         if self._closed:
             raise SandboxClosedError("This sandbox is closed: create a new one.")
         with self._run_lock:
             if not self.alive:
                 self.restart()
-                return self._execute(code, timeout, restarted=True)
-            return self._execute(code, timeout, restarted=False)
+                return self._execute(code, timeout, restarted=True, on_output=on_output)
+            return self._execute(code, timeout, restarted=False, on_output=on_output)
 
-    def _execute(self, code: str, timeout: float | None, restarted: bool, silent: bool = False) -> ExecutionResult:
+    def _execute(self, code: str, timeout: float | None, restarted: bool, silent: bool = False,
+                 on_output: OutputHook | None = None) -> ExecutionResult:
         client = self._require_client()
         timeout = self.settings.timeout_s if timeout is None else timeout
-        cell = _Cell(self.settings.output_bytes)
+        cell = _Cell(self.settings.output_bytes, on_output)
         msg_id = client.execute(code, silent=silent, store_history=not silent, allow_stdin=False, stop_on_error=True)
         outcome = self._collect(msg_id, cell, time.monotonic() + timeout)
         if outcome == "timeout":
@@ -384,7 +395,8 @@ class Kernel:
 class _Cell:
     """What one cell has shown so far."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, on_output: OutputHook | None = None):
+        self.on_output = on_output
         self.stdout = CappedText(limit)
         self.stderr = CappedText(limit)
         self.result_text: str | None = None
@@ -398,7 +410,10 @@ class _Cell:
     def handle(self, msg: dict) -> None:
         kind, content = msg["header"].get("msg_type"), msg.get("content") or {}
         if kind == "stream":
-            (self.stderr if content.get("name") == "stderr" else self.stdout).add(str(content.get("text", "")))
+            stream, text = "stderr" if content.get("name") == "stderr" else "stdout", str(content.get("text", ""))
+            (self.stderr if stream == "stderr" else self.stdout).add(text)
+            if self.on_output is not None:
+                self.on_output(stream, text)
         elif kind in ("execute_result", "display_data", "update_display_data"):
             data = content.get("data") or {}
             png = data.get("image/png")

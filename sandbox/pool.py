@@ -59,7 +59,7 @@ class KernelPool:
     def tier(self) -> str:
         """The isolation tier in force (resolves it now if the pool has not yet)."""
         if self._tier is None:
-            self._tier = resolve_isolation(self.settings.isolation)
+            self._tier = resolve_isolation(self.settings.isolation, self.settings.python)
         return self._tier
 
     @property

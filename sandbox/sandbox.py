@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from typing import Callable
 
 from agent.policy import Policy, SandboxSettings
 
@@ -37,7 +38,7 @@ class Sandbox:
         if pool is not None and workdir is None:
             self._kernel = pool.claim()
         else:
-            self._kernel = Kernel(self.settings, resolve_isolation(self.settings.isolation), workdir)
+            self._kernel = Kernel(self.settings, resolve_isolation(self.settings.isolation, self.settings.python), workdir)
             try:
                 self._kernel.start()
             except BaseException:
@@ -59,13 +60,20 @@ class Sandbox:
         """Where code in the sandbox sees the workdir (``/mnt/data`` under bubblewrap)."""
         return "/mnt/data" if self.isolation == "bwrap" else str(self.workdir)
 
-    def execute(self, code: str, timeout: float | None = None) -> ExecutionResult:
+    @property
+    def file_owner(self) -> int | None:
+        """The uid that files put into :attr:`workdir` must belong to, so the code can change them (root only)."""
+        return self._kernel.file_owner
+
+    def execute(self, code: str, timeout: float | None = None,
+                on_output: Callable[[str, str], None] | None = None) -> ExecutionResult:
         """Run ``code`` as the next notebook cell; state persists between calls.
 
         ``timeout`` (seconds, default the policy's ``timeout_s``) interrupts the cell; a cell that
         ignores the interrupt, or a kernel that dies, gets the kernel restarted (``restarted``).
+        ``on_output(stream, text)`` sees printed output as it comes, from the calling thread.
         """
-        return self._kernel.execute(code, timeout)
+        return self._kernel.execute(code, timeout, on_output)
 
     def interrupt(self) -> None:
         """Interrupt the running cell (safe from another thread)."""
@@ -135,6 +143,11 @@ class AsyncSandbox:
             self._starting = None  # the next call tries again (and the error is not left unretrieved)
 
     @property
+    def started(self) -> bool:
+        """Whether the kernel is running (or claimed), so that :meth:`start` would not wait."""
+        return self._sandbox is not None
+
+    @property
     def sandbox(self) -> Sandbox:
         if self._sandbox is None:
             raise SandboxClosedError("The sandbox is not started: `await sandbox.start()` or use `async with`.")
@@ -152,15 +165,27 @@ class AsyncSandbox:
     def data_dir(self) -> str:
         return self.sandbox.data_dir
 
-    async def execute(self, code: str, timeout: float | None = None) -> ExecutionResult:
-        """Run a cell (see :meth:`Sandbox.execute`) after the cells called before it; cancelling interrupts it."""
+    @property
+    def file_owner(self) -> int | None:
+        return self.sandbox.file_owner
+
+    async def execute(self, code: str, timeout: float | None = None,
+                      on_output: Callable[[str, str], None] | None = None) -> ExecutionResult:
+        """Run a cell (see :meth:`Sandbox.execute`) after the cells called before it; cancelling interrupts it.
+
+        ``on_output`` is called from a worker thread.
+        """
         async with self._run_lock:
             await self.start()
             sandbox = self.sandbox
+            running = asyncio.ensure_future(asyncio.to_thread(sandbox.execute, code, timeout, on_output))
             try:
-                return await asyncio.shield(asyncio.to_thread(sandbox.execute, code, timeout))
+                return await asyncio.shield(running)
             except asyncio.CancelledError:
                 sandbox.interrupt()  # the kernel runs the next cell once this one has stopped
+                # Nobody awaits the cell any more: its outcome (maybe "closed", if the session is
+                # closing) is retrieved here rather than reported as never retrieved.
+                running.add_done_callback(lambda done: done.cancelled() or done.exception())
                 raise
 
     async def aclose(self) -> None:

@@ -105,7 +105,7 @@ async def test_each_session_gets_its_own_kernel_and_loses_it_at_the_end(tool, tm
         await registry.call(call("owner = 'a'"), one)
         other = await registry.call(call("owner"), two)
         assert other.is_error and "NameError" in other.content
-        workdir = one.state["python"].workdir
+        workdir = one.state["python"].sandbox.workdir
         assert workdir.exists()
     assert not workdir.exists()  # the session's kernel and files are gone with it
 

@@ -60,7 +60,7 @@ def test_auto_picks_the_strongest_tier_that_works_here():
 
 
 def test_without_any_sandbox_it_refuses_and_says_how_to_fix_it(monkeypatch):
-    monkeypatch.setattr(isolation, "tier_problem", lambda tier: f"no {tier} here")
+    monkeypatch.setattr(isolation, "tier_problem", lambda tier, python=None: f"no {tier} here")
     with pytest.raises(SandboxUnavailableError) as auto:
         resolve_isolation("auto")
     assert "apt-get install bubblewrap" in str(auto.value) and 'isolation = "none"' in str(auto.value)
@@ -72,7 +72,7 @@ def test_without_any_sandbox_it_refuses_and_says_how_to_fix_it(monkeypatch):
 
 
 def test_bwrap_unavailable_falls_back_to_landlock(monkeypatch):
-    monkeypatch.setattr(isolation, "tier_problem", lambda tier: "missing" if tier == "bwrap" else None)
+    monkeypatch.setattr(isolation, "tier_problem", lambda tier, python=None: "missing" if tier == "bwrap" else None)
     assert resolve_isolation("auto") == "landlock"
 
 

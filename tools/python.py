@@ -6,13 +6,40 @@ session ends; variables and files in ``/mnt/data`` persist across the session's 
 at a time in the order they were made (several calls in one turn run like consecutive cells). The
 observation is what a notebook would show: printed output, the last expression's value, the error's
 last lines; figures become run artifacts.
+
+Files: the user's files are copied into ``/mnt/data`` (:meth:`PythonTool.receive_files`), and every
+file a cell creates or changes there is kept for the user, as an artifact of ``kind="file"``: copied
+to the run's folder, or left where it is when the session works in the user's own folder
+(``Agent(workdir=...)``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.files import InputFile, copy_files, media_type
+from agent.messages import Artifact
 from agent.policy import Policy
 from agent.tool import Tool, ToolContext, ToolOutput, strip_fence
-from sandbox import AsyncSandbox, KernelPool
+from sandbox import AsyncSandbox, KernelPool, describe_isolation
+from sandbox.workdir import FileState, changes, copy_out, snapshot
+
+MB = 1024 * 1024
+TICK_S = 1.0  # how often the progress line says how long the cell has run
+
+
+@dataclass
+class _Session:
+    """One agent session's notebook: its sandbox and what its working directory held after the last cell."""
+
+    sandbox: AsyncSandbox
+    ready: asyncio.Future[None] | None = None  # started, and the workdir's first snapshot taken
+    files: dict[str, FileState] = field(default_factory=dict)
+    kept_bytes: dict[str, int] = field(default_factory=dict)  # per run id
 
 
 class PythonTool(Tool):
@@ -46,35 +73,120 @@ class PythonTool(Tool):
             code = strip_fence(code)
         if not code.strip():
             raise ValueError("there is no code: send the Python code itself, optionally in a ```python fence")
-        sandbox = self._session_sandbox(context)
-        result = await sandbox.execute(code)  # after the session's earlier cells, like a notebook
+        session = await self._session(context)
+        ticker = asyncio.ensure_future(self._tick(context))
+        try:  # after the session's earlier cells, like a notebook; output is passed on as it comes
+            result = await session.sandbox.execute(code, on_output=lambda stream, text: context.output(
+                self.name, stream, text))
+        except asyncio.CancelledError:
+            context.progress(self.name, "interrupted")
+            raise
+        finally:
+            ticker.cancel()
+        if result.timed_out:
+            context.progress(self.name, "interrupted: the cell ran past its time limit")
         artifacts = [
             context.save_artifact(png, tool=self.name, description=f"figure {i + 1} of a python cell")
             for i, png in enumerate(result.images)
         ]
+        files, not_kept = await asyncio.to_thread(self._keep_outputs, session, context)
         text = result.to_text(limit=self.settings.output_bytes)
-        if artifacts:
-            shown = "\n".join(f"[image: {artifact.path.name}]" for artifact in artifacts)
-            text = shown if text == "(no output)" else f"{text}\n{shown}"
-        return ToolOutput(text=text, artifacts=artifacts, is_error=result.error is not None)
+        shown = [f"[image: {artifact.path.name}]" for artifact in artifacts] + not_kept
+        if shown:
+            text = "\n".join(shown) if text == "(no output)" else "\n".join([text, *shown])
+        return ToolOutput(text=text, artifacts=artifacts + files, is_error=result.error is not None)
 
-    def _session_sandbox(self, context: ToolContext) -> AsyncSandbox:
-        """The session's sandbox, made and registered without awaiting anything.
+    async def receive_files(self, files: list[InputFile], context: ToolContext) -> str:
+        """Copy the user's files into this session's ``/mnt/data``; returns where the code sees them."""
+        session = await self._session(context)
+        sandbox = session.sandbox
+        await asyncio.to_thread(copy_files, files, sandbox.workdir, sandbox.file_owner)
+        session.files = await asyncio.to_thread(snapshot, sandbox.workdir)  # inputs are not outputs
+        return sandbox.data_dir
+
+    async def _session(self, context: ToolContext) -> _Session:
+        """The session's notebook, started (or claimed warm) on first use.
+
+        Every caller waits on one shared preparation, and callers resume in the order they came,
+        so two cells of one turn still reach the kernel in call order.
+        """
+        session = self._session_of(context)
+        if session.ready is None:
+            session.ready = asyncio.ensure_future(self._prepare(session, context))
+        await asyncio.shield(session.ready)
+        return session
+
+    async def _prepare(self, session: _Session, context: ToolContext) -> None:
+        try:
+            if context.workdir is not None or self._pool is None or not self._pool.ready:
+                context.progress(self.name, "starting the Python sandbox")
+            await session.sandbox.start()
+            if context.workdir is not None:  # files already in the user's folder are inputs, not outputs
+                session.files = await asyncio.to_thread(snapshot, session.sandbox.workdir)
+        except BaseException:
+            session.ready = None  # the next call tries again
+            raise
+        if not context.state.get("python_tier_told"):  # once a session; the tier probes ran already
+            context.state["python_tier_told"] = True
+            context.notice(self.name, f"python sandbox: {describe_isolation(self.settings.isolation, self.settings.python)}")
+
+    def _session_of(self, context: ToolContext) -> _Session:
+        """The session's notebook, made and registered without awaiting anything.
 
         Two calls in one turn run concurrently: the first one in makes the sandbox and stores it in
         the session's state before either awaits, so both use the same kernel (its start is shared
         and its cells run in order).
         """
-        sandbox = context.state.get(self.name)
-        if sandbox is None:
-            if self._pool is None:
-                self._pool = KernelPool(self.settings)
-            if not self._pool.ready:
-                context.progress(self.name, "starting the Python sandbox", None)
-            sandbox = AsyncSandbox(pool=self._pool)
-            context.state[self.name] = sandbox
+        session = context.state.get(self.name)
+        if session is None:
+            if context.workdir is not None:  # the user's folder is /mnt/data: a kernel of its own
+                sandbox = AsyncSandbox(self.settings, workdir=context.workdir)
+            else:
+                if self._pool is None:
+                    self._pool = KernelPool(self.settings)
+                sandbox = AsyncSandbox(pool=self._pool)
+            session = context.state[self.name] = _Session(sandbox)
             context.resources.push_async_callback(sandbox.aclose)  # the kernel dies with the session
-        return sandbox
+        return session
+
+    def _keep_outputs(self, session: _Session, context: ToolContext) -> tuple[list[Artifact], list[str]]:
+        """Files the cell created or changed, kept for the user within ``[files] max_output_mb`` a run.
+
+        Returns their artifacts and, for the model, a line for each file that was not kept.
+        """
+        workdir = session.sandbox.workdir
+        limits = self.policy.files
+        now = snapshot(workdir, limit=limits.max_files * 10)
+        changed = changes(session.files, now)
+        session.files = now
+        budget = int(limits.max_output_mb * MB)
+        kept, not_kept = [], []
+        for file in changed:
+            spent = session.kept_bytes.get(context.run_id, 0)
+            where = f"{session.sandbox.data_dir}/{file.name}"
+            if spent + file.size > budget:
+                not_kept.append(f"[{where} ({file.size / MB:.1f} MB) was not kept for the user: the run's files "
+                                f"would pass [files] max_output_mb = {limits.max_output_mb:g}]")
+                continue
+            if context.workdir is not None:  # already in the user's folder
+                path = workdir / file.name
+            else:
+                path = context.artifacts_dir / file.name
+                try:
+                    copy_out(workdir, file.name, path, file.size)
+                except OSError:
+                    continue  # replaced by a link or a pipe since the scan, or gone: nothing to keep
+            session.kept_bytes[context.run_id] = spent + file.size
+            kind = "image" if media_type(file.name).startswith("image/") else "file"
+            kept.append(Artifact(path=path, kind=kind, tool=self.name, description=f"{where}, written by a cell"))
+        return kept, not_kept
+
+    async def _tick(self, context: ToolContext) -> None:
+        started = time.monotonic()
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                await asyncio.sleep(TICK_S)
+                context.progress(self.name, f"running for {time.monotonic() - started:.0f} s")
 
     async def aclose(self) -> None:
         """Close the warm kernels (sessions close their own)."""

@@ -1,0 +1,162 @@
+"""What the model is told of the user's files, and documents read into the conversation as text.
+
+The user's turn begins with it, as in GLM-4 All Tools: with the python tool, a list of the files in
+``/mnt/data``; without it (document mode), each document's text. Then ``N files uploaded.`` and the task.
+
+Used when no tool takes the user's files (the python tool is off), and for formats code cannot open
+easily (PDF, Word, PowerPoint) even when it is on. Each format is read by a well-kept library:
+pypdf, python-docx, python-pptx, openpyxl; HTML through markdownify. Text is cut to the policy's
+``[files] max_document_chars`` with a note of what was cut.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Callable
+
+from .files import InputFile, listing
+
+# The block GLM-4's composite demo puts before the user's question for each document.
+FILE_TEMPLATE = "[File Name]\n{name}\n[File Content]\n{content}"
+HARD_FOR_CODE = {".pdf", ".docx", ".pptx"}  # read as text even when the python tool has the file
+
+
+def describe_files(files: list[InputFile], location: str | None, limit: int) -> str:
+    """The note before the user's task: where the files are (``location``, for code) or their text.
+
+    Formats code cannot open easily (PDF, Word, PowerPoint) are read as text in both cases.
+    """
+    documents = files if location is None else [f for f in files if Path(f.name).suffix.lower() in HARD_FOR_CODE]
+    blocks = [f"[Files]\n{listing(files, location)}"] if location is not None else []
+    if documents:
+        blocks.append(read_documents(documents, limit))
+    count = f"{len(files)} file{'s' if len(files) != 1 else ''} uploaded."
+    return "\n\n".join(blocks) + f"\n\n\n{count}"
+
+
+def read_documents(files: list[InputFile], limit: int) -> str:
+    """The blocks of every file, one after another (binary files are named, not read)."""
+    return "\n\n".join(FILE_TEMPLATE.format(name=file.name, content=read_document(file.source, limit))
+                       for file in files)
+
+
+def read_document(path: Path, limit: int) -> str:
+    """A document's text, cut to ``limit`` characters with a note; never raises."""
+    reader = _READERS.get(path.suffix.lower(), _read_text)
+    try:
+        text = reader(path)
+    except Exception as exc:  # a damaged or encrypted file: say so, the conversation goes on
+        return f"(this file could not be read as a document: {type(exc).__name__}: {exc})"
+    if len(text) > limit:
+        cut = len(text) - limit
+        text = f"{text[:limit]}\n[… {cut} more characters of this document were cut ([files] max_document_chars)]"
+    return text
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    if b"\0" in data[:8192]:
+        return f"(a binary file of {len(data)} bytes: not shown as text)"
+    return data.decode("utf-8", errors="replace")
+
+
+def _read_pdf(path: Path) -> str:
+    from pypdf import PdfReader
+
+    pages = PdfReader(path).pages
+    return "\n\n".join(f"--- page {i} ---\n{page.extract_text() or ''}".rstrip() for i, page in enumerate(pages, 1))
+
+
+def _read_docx(path: Path) -> str:
+    import docx
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    blocks = []
+    for block in docx.Document(str(path)).iter_inner_content():  # paragraphs and tables in document order
+        if isinstance(block, Paragraph):
+            style = (block.style.name if block.style is not None else "") or ""
+            level = style.removeprefix("Heading ").strip()
+            prefix = "#" * int(level) + " " if style.startswith("Heading ") and level.isdigit() else ""
+            if block.text.strip():
+                blocks.append(prefix + block.text)
+        elif isinstance(block, Table):
+            blocks.append(_markdown_table([[cell.text for cell in row.cells] for row in block.rows]))
+    return "\n\n".join(blocks)
+
+
+def _read_pptx(path: Path) -> str:
+    from pptx import Presentation
+
+    slides = []
+    for number, slide in enumerate(Presentation(str(path)).slides, 1):
+        parts = [f"--- slide {number} ---"]
+        for shape in slide.shapes:
+            if shape.has_text_frame and shape.text_frame.text.strip():
+                parts.append(shape.text_frame.text)
+            elif getattr(shape, "has_table", False) and shape.has_table:
+                parts.append(_markdown_table([[cell.text for cell in row.cells] for row in shape.table.rows]))
+        if slide.has_notes_slide and slide.notes_slide.notes_text_frame.text.strip():
+            parts.append("Notes: " + slide.notes_slide.notes_text_frame.text)
+        slides.append("\n".join(parts))
+    return "\n\n".join(slides)
+
+
+def _read_xlsx(path: Path) -> str:
+    from openpyxl import load_workbook
+
+    book = load_workbook(path, read_only=True, data_only=True)
+    try:
+        sheets = []
+        for sheet in book.worksheets:
+            rows = [["" if v is None else str(v) for v in row] for row in sheet.iter_rows(values_only=True)]
+            rows = [row for row in rows if any(row)]
+            sheets.append(f"## {sheet.title}\n\n{_markdown_table(rows) if rows else '(empty)'}")
+        return "\n\n".join(sheets)
+    finally:
+        book.close()
+
+
+def _read_csv(path: Path) -> str:
+    text = _read_text(path)
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
+        rows = list(csv.reader(io.StringIO(text), dialect))
+    except csv.Error:
+        return text
+    return _markdown_table(rows) if rows else text
+
+
+def _read_json(path: Path) -> str:
+    text = _read_text(path)
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except ValueError:
+        return text
+
+
+def _read_html(path: Path) -> str:
+    from bs4 import BeautifulSoup
+    from markdownify import markdownify
+
+    soup = BeautifulSoup(_read_text(path), "html.parser")
+    for tag in soup(["script", "style", "noscript", "template"]):
+        tag.decompose()
+    return markdownify(str(soup), heading_style="ATX").strip()
+
+
+def _markdown_table(rows: list[list[str]]) -> str:
+    width = max(len(row) for row in rows)
+    cells = [[c.replace("|", "\\|").replace("\n", " ") for c in row] + [""] * (width - len(row)) for row in rows]
+    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * width]
+    lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
+    return "\n".join(lines)
+
+
+_READERS: dict[str, Callable[[Path], str]] = {
+    ".pdf": _read_pdf, ".docx": _read_docx, ".pptx": _read_pptx, ".xlsx": _read_xlsx, ".xlsm": _read_xlsx,
+    ".csv": _read_csv, ".tsv": _read_csv, ".json": _read_json, ".html": _read_html, ".htm": _read_html,
+}

@@ -1,0 +1,182 @@
+"""The user's files in: checked, named safely and copied, and described to the model.
+
+``collect_files`` checks every path first (exists, readable, a plain file or a folder of plain files,
+no symlinks or devices, within the policy's ``[files]`` limits) and raises :class:`FileInputError`
+naming the first problem, before anything is copied. ``copy_files`` then puts them in a folder (the
+sandbox's ``/mnt/data``); ``listing`` names them for the model (see ``agent.documents``).
+
+>>> files = collect_files(["data.csv"], FileSettings())      # doctest: +SKIP
+>>> listing(files, "/mnt/data")                              # doctest: +SKIP
+'/mnt/data/data.csv (text/csv, 1.2 KB)'
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import stat
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterable
+
+from .errors import FileInputError
+from .policy import FileSettings
+
+MB = 1024 * 1024
+_UNSAFE = set('/\\:*?"<>|')
+_MAX_NAME_BYTES = 255
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file the user hands in: where it is on the host and the name it gets in ``/mnt/data``."""
+
+    source: Path
+    name: str  # a relative POSIX path, each part sanitised
+    size: int
+    media_type: str
+
+
+def collect_files(paths: Iterable[str | os.PathLike[str]], settings: FileSettings) -> list[InputFile]:
+    """Check the paths (files or folders) and plan their names; raises before anything is copied."""
+    files: list[InputFile] = []
+    taken: set[str] = set()
+    for given in paths:
+        path = Path(given).expanduser()
+        mode = _lstat(path, given).st_mode
+        if stat.S_ISDIR(mode):
+            files += _folder(path, given, taken)
+        else:
+            _require_plain(path, mode, given)
+            files.append(_input(path, _unique(sanitise_name(path.name), taken)))
+        if len(files) > settings.max_files:
+            raise FileInputError(f"More than {settings.max_files} files were given (counting the files inside "
+                                 "folders): pass fewer, or raise [files] max_files in the policy.")
+    for file in files:
+        if file.size > settings.max_file_mb * MB:
+            raise FileInputError(f"{file.source} is {_size(file.size)}, over the {settings.max_file_mb:g} MB limit "
+                                 "for one file: raise [files] max_file_mb in the policy to take it.")
+    total = sum(file.size for file in files)
+    if total > settings.max_total_mb * MB:
+        raise FileInputError(f"The files come to {_size(total)}, over the {settings.max_total_mb:g} MB limit: "
+                             "pass fewer, or raise [files] max_total_mb in the policy.")
+    return files
+
+
+def copy_files(files: list[InputFile], destination: Path, owner: int | None = None) -> None:
+    """Copy into ``destination`` (names already safe); given to ``owner`` (a sandbox uid) when set."""
+    for file in files:
+        target = destination / file.name
+        for parent in reversed(target.relative_to(destination).parents):
+            folder = destination / parent
+            folder.mkdir(exist_ok=True)
+            if owner is not None:
+                os.chown(folder, owner, owner)
+        _copy(file, target)
+        if owner is not None:
+            os.chown(target, owner, owner)
+
+
+def listing(files: list[InputFile], location: str) -> str:
+    """Each file as the code sees it, with its type and size: ``/mnt/data/data.csv (text/csv, 1.2 KB)``."""
+    return "\n".join(f"{location.rstrip('/')}/{file.name} ({file.media_type}, {_size(file.size)})" for file in files)
+
+
+def sanitise_name(name: str) -> str:
+    """One path component that is safe on any filesystem and in a shell: no separators, controls or dots only."""
+    cleaned = "".join("_" if ch in _UNSAFE or unicodedata.category(ch)[0] == "C" else ch
+                      for ch in unicodedata.normalize("NFC", name))
+    cleaned = cleaned.strip().lstrip(".-").strip() or "file"
+    while len(cleaned.encode()) > _MAX_NAME_BYTES:  # keep the extension, shorten the stem
+        stem, dot, ext = cleaned.rpartition(".")
+        cleaned = f"{stem[:-1]}{dot}{ext}" if stem and len(ext) < 16 else cleaned[:-1]
+    return cleaned
+
+
+def media_type(name: str) -> str:
+    guessed, _ = mimetypes.guess_type(name, strict=False)
+    return guessed or "application/octet-stream"
+
+
+def _folder(root: Path, given: object, taken: set[str]) -> list[InputFile]:
+    top = _unique(sanitise_name(root.resolve().name), taken)
+    real_root = root.resolve()
+    found = []
+    for directory, subdirs, names in os.walk(root, followlinks=False, onerror=_walk_error):
+        here = Path(directory)
+        for entry in sorted(subdirs) + sorted(names):  # a symlinked folder is listed (and refused) here
+            path = here / entry
+            mode = _lstat(path, path).st_mode
+            if stat.S_ISDIR(mode):
+                continue
+            _require_plain(path, mode, path)
+            if not path.resolve().is_relative_to(real_root):
+                raise FileInputError(f"{path} lies outside the folder {given} it was found in: it is not taken.")
+            parts = [sanitise_name(part) for part in path.relative_to(root).parts]
+            found.append(_input(path, str(PurePosixPath(top, *parts))))
+    names: set[str] = set()
+    return [InputFile(f.source, _unique(f.name, names), f.size, f.media_type) for f in found]
+
+
+def _walk_error(exc: OSError) -> None:
+    raise FileInputError(f"The folder {exc.filename} cannot be read ({exc.strerror}): check its permissions.")
+
+
+def _lstat(path: Path, given: object) -> os.stat_result:
+    try:
+        return path.lstat()
+    except FileNotFoundError:
+        raise FileInputError(f"{given} does not exist: check the path.") from None
+    except OSError as exc:
+        raise FileInputError(f"{given} cannot be read ({exc.strerror}): check the path and its permissions.") from None
+
+
+def _require_plain(path: Path, mode: int, given: object) -> None:
+    if stat.S_ISLNK(mode):
+        raise FileInputError(f"{given} is a symbolic link: pass the file it points to ({os.path.realpath(path)}) "
+                             "instead.")
+    if not stat.S_ISREG(mode):
+        raise FileInputError(f"{given} is not a plain file (a device, pipe or socket): only files and folders "
+                             "can be handed in.")
+    if not os.access(path, os.R_OK):
+        raise FileInputError(f"{given} cannot be read (permission denied): check its permissions.")
+
+
+def _input(path: Path, name: str) -> InputFile:
+    return InputFile(source=path.absolute(), name=name, size=path.lstat().st_size, media_type=media_type(name))
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """``name``, or ``stem (2).ext`` and so on when a file of that name is already planned."""
+    candidate, n = name, 1
+    stem, dot, ext = name.rpartition(".") if "." in name.rsplit("/", 1)[-1] else (name, "", "")
+    while candidate in taken:
+        n += 1
+        candidate = f"{stem} ({n}){dot}{ext}"
+    taken.add(candidate)
+    return candidate
+
+
+def _copy(file: InputFile, target: Path) -> None:
+    """Copy without following a symlink swapped in since the check, and no more bytes than were checked."""
+    try:
+        source = os.open(file.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise FileInputError(f"{file.source} cannot be read any more ({exc.strerror}).") from None
+    with os.fdopen(source, "rb") as src, open(target, "wb") as dst:
+        if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+            raise FileInputError(f"{file.source} is no longer a plain file.")
+        remaining = file.size
+        while remaining > 0 and (chunk := src.read(min(remaining, MB))):
+            dst.write(chunk)
+            remaining -= len(chunk)
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"

@@ -1,0 +1,83 @@
+"""What the code changed in its working directory, and taking those files out safely.
+
+The sandbox's code writes ``/mnt/data``; the host reads it afterwards. Everything there is the code's
+to shape, so the host never follows a symlink (one could point at a host file), never opens anything
+but a plain file (a FIFO would block), and reads no more than the size it saw.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+FileState = tuple[int, int]  # (size, mtime in ns): a file written again, even with the same bytes, counts
+
+
+@dataclass(frozen=True)
+class ChangedFile:
+    name: str  # relative to the working directory, with "/" separators
+    size: int
+
+
+def snapshot(root: Path, limit: int = 100_000) -> dict[str, FileState]:
+    """The plain files under ``root`` (not through symlinks), at most ``limit`` of them."""
+    found: dict[str, FileState] = {}
+    stack = [root]
+    while stack and len(found) < limit:  # iterative: a deep tree cannot exhaust the recursion limit
+        directory = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                stack.append(Path(entry.path))
+            elif stat.S_ISREG(info.st_mode):
+                found[Path(entry.path).relative_to(root).as_posix()] = (info.st_size, info.st_mtime_ns)
+                if len(found) >= limit:
+                    break
+    return found
+
+
+def changes(before: dict[str, FileState], after: dict[str, FileState]) -> list[ChangedFile]:
+    """Files that are new in ``after`` or were written since ``before``, by name."""
+    return [ChangedFile(name, state[0]) for name, state in sorted(after.items()) if before.get(name) != state]
+
+
+def copy_out(root: Path, name: str, destination: Path, max_bytes: int) -> int:
+    """Copy ``root/name`` to ``destination`` if it is still a plain file; returns the bytes copied.
+
+    Raises ``OSError`` when it is not (a symlink or FIFO swapped in since the snapshot) or is gone.
+    """
+    fd = _open_beneath(root, name)
+    with os.fdopen(fd, "rb") as src:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{name} is not a plain file")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        copied = 0
+        with open(destination, "wb") as dst:
+            while copied < max_bytes and (chunk := src.read(min(1 << 20, max_bytes - copied))):
+                dst.write(chunk)
+                copied += len(chunk)
+        return copied
+
+
+def _open_beneath(root: Path, name: str) -> int:
+    """Open ``root/name`` one component at a time, following no symlink on the way (not only the last)."""
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC
+    *folders, last = name.split("/")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | flags)
+    try:
+        for folder in folders:
+            inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | flags, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        return os.open(last, os.O_RDONLY | os.O_NONBLOCK | flags, dir_fd=fd)
+    finally:
+        os.close(fd)
