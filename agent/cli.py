@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import importlib
 import importlib.util
+import json
 import shlex
 import sys
 import traceback
@@ -192,8 +193,6 @@ def list_tools(
         specs = registry.specs()
         asyncio.run(registry.aclose())  # built-ins start warm resources (kernels) we do not need here
         if json_output:
-            import json
-
             print(json.dumps([spec.model_dump() for spec in specs], indent=2, ensure_ascii=False))
             return
         table = Table("tool", "kind", "description / parameters", show_lines=True)
@@ -206,6 +205,32 @@ def list_tools(
                 detail = f"{spec.description}\n({params})"
             table.add_row(Text(spec.name), "built-in" if spec.builtin else "function", Text(detail))
         Console().print(table)
+
+
+@app.command()
+def doctor(
+    policy: str = PolicyOpt,
+    json_output: bool = typer.Option(False, "--json", help="Print the findings as JSON."), debug: bool = DebugOpt,
+) -> None:
+    """Check this machine for the agent: interpreter, sandbox tiers, cgroups, GPU, weights, search. Exit 1 if a check fails."""
+    from .doctor import diagnose
+
+    with _errors(debug):
+        findings = diagnose(load_policy(policy))
+        if json_output:
+            print(json.dumps([finding.model_dump() for finding in findings], indent=2, ensure_ascii=False))
+        else:
+            table = Table(box=None, show_header=False, pad_edge=False)
+            styles = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+            for finding in findings:
+                detail = Text(finding.detail)
+                if finding.fix:
+                    detail.append(f"\nfix: {finding.fix}", style="cyan")
+                table.add_row(Text(finding.status, style=styles[finding.status]), Text(finding.check, style="bold"),
+                              detail)
+            Console().print(table)
+        if any(finding.status == "fail" for finding in findings):
+            raise typer.Exit(EXIT_ERROR)
 
 
 def _build_agent(model: str | None, base_url: str | None, api_key: str | None, backend: Backend | None,

@@ -85,8 +85,8 @@ def listing(files: list[InputFile], location: str) -> str:
 
 def sanitise_name(name: str) -> str:
     """One path component that is safe on any filesystem and in a shell: no separators, controls or dots only."""
-    cleaned = "".join("_" if ch in _UNSAFE or unicodedata.category(ch)[0] == "C" else ch
-                      for ch in unicodedata.normalize("NFC", name))
+    cleaned = "".join("_" if ch in _UNSAFE or (unicodedata.category(ch)[0] in "CZ" and ch != " ") else ch
+                      for ch in unicodedata.normalize("NFC", name))  # controls, odd spaces, line separators
     cleaned = cleaned.strip().lstrip(".-").strip() or "file"
     while len(cleaned.encode()) > _MAX_NAME_BYTES:  # keep the extension, shorten the stem
         stem, dot, ext = cleaned.rpartition(".")

@@ -277,6 +277,9 @@ class ChatSession:
         try:
             model = agent.model
             announce(RunStarted, task=task, model=model.name, tools=agent.tools.names, files=files)
+            for source, message in self._context.pending_notices:  # told while files were handed in
+                announce(Notice, source=source, message=message)
+            self._context.pending_notices.clear()
             specs = agent.tools.specs()
             try:  # one deadline for the whole run: cheaper than a timeout around every await
                 answered, budget_reason = await _before(deadline, self._steps(model, specs, result, announce))
@@ -305,6 +308,7 @@ class ChatSession:
     def _finish(self, result: RunResult, citations: dict[str, Citation], started: float,
                 announce: "_Announcer") -> RunResult:
         """Totals, citations and artifacts of the run; announces its end."""
+        self._unhook_context()
         artifacts: dict[Path, Artifact] = {}  # a file written by several cells is listed once, as it is now
         for step in result.steps:
             result.usage = result.usage + step.usage
@@ -329,6 +333,10 @@ class ChatSession:
             ToolProgress, tool=tool, message=message, fraction=fraction)
         context.on_output = lambda tool, stream, text: announce(ToolStream, tool=tool, stream=stream, text=text)
         context.on_notice = lambda source, message: announce(Notice, source=source, message=message)
+
+    def _unhook_context(self) -> None:
+        """Between runs nobody listens: a notice then waits for the next run (see ``ToolContext.notice``)."""
+        self._context.on_progress = self._context.on_output = self._context.on_notice = None
 
     async def _steps(self, model: ChatModel, specs: list, result: RunResult,
                      announce: "_Announcer") -> tuple[bool, str]:

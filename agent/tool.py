@@ -57,6 +57,7 @@ class ToolContext:
     on_progress: Callable[[str, str, float | None], None] | None = None
     on_output: Callable[[str, str, str], None] | None = None
     on_notice: Callable[[str, str], None] | None = None
+    pending_notices: list[tuple[str, str]] = field(default_factory=list)
 
     def progress(self, tool: str, message: str, fraction: float | None = None) -> None:
         """Report progress (e.g. diffusion steps); shown by the CLI, emitted as an event."""
@@ -69,9 +70,14 @@ class ToolContext:
             self.on_output(tool, stream, text)
 
     def notice(self, tool: str, message: str) -> None:
-        """Tell the user something once (e.g. which sandbox tier is in force); not part of the conversation."""
+        """Tell the user something once (e.g. which sandbox tier is in force); not part of the conversation.
+
+        Outside a run (a chat's upload), the notice waits for the next run to start.
+        """
         if self.on_notice is not None:
             self.on_notice(tool, message)
+        else:
+            self.pending_notices.append((tool, message))
 
     def save_artifact(self, data: bytes, *, tool: str, suffix: str = ".png", kind: str = "image",
                       description: str = "") -> Artifact:

@@ -1,0 +1,185 @@
+"""``agent doctor``: what this machine offers the agent, each finding with its fix.
+
+Checks the kernel's interpreter, the sandbox tiers, cgroups, the GPU, local weights and the search
+backend's settings. Nothing is changed and nothing is downloaded; the hub is not contacted.
+
+>>> [f.check for f in diagnose(Policy())]          # doctest: +SKIP
+['interpreter', 'sandbox', 'sandbox tier bwrap', 'sandbox tier landlock', 'cgroups', 'gpu', ...]
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Callable, Literal
+
+from pydantic import BaseModel
+
+from .policy import Policy
+
+Status = Literal["ok", "warn", "fail"]
+PER_PROCESS_FIX = ("until kernels get cgroups of their own, keep [sandbox] max_processes low: memory_mb and "
+                   "cpu_seconds apply to each process")
+
+
+class Finding(BaseModel):
+    """One thing checked: ``ok``, ``warn`` (works, with a limit worth knowing) or ``fail`` (a feature will not work)."""
+
+    check: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+def diagnose(policy: Policy) -> list[Finding]:
+    """Every check, in the order people read them; a check that crashes is a finding, not an exception."""
+    findings: list[Finding] = []
+    checks: list[Callable[[Policy], list[Finding]]] = [_interpreter, _sandbox, _cgroups, _gpu, _weights, _search]
+    for check in checks:
+        try:
+            findings += check(policy)
+        except Exception as exc:  # the doctor reports; it does not fall over
+            findings.append(Finding(check=check.__name__.strip("_"), status="fail",
+                                    detail=f"the check itself failed: {type(exc).__name__}: {exc}"))
+    return findings
+
+
+def _interpreter(policy: Policy) -> list[Finding]:
+    from sandbox import SandboxUnavailableError, find_interpreter
+
+    try:
+        python = find_interpreter(policy.sandbox.python)
+    except SandboxUnavailableError as exc:
+        return [Finding(check="interpreter", status="fail", detail=str(exc),
+                        fix="set [sandbox] python to a Python interpreter's full path")]
+    where = f"Python {python.version} at {python.executable}"
+    if not python.has_ipykernel:
+        return [Finding(check="interpreter", status="fail", detail=f"{where} has no ipykernel",
+                        fix=f"{python.executable} -m pip install ipykernel")]
+    return [Finding(check="interpreter", status="ok",
+                    detail=f"{where}; the python tool's kernel sees its packages (read-only)")]
+
+
+def _sandbox(policy: Policy) -> list[Finding]:
+    from sandbox import SandboxUnavailableError, describe_isolation, tier_problem
+    from sandbox.isolation import INSTALL_HINT
+
+    settings = policy.sandbox
+    try:
+        in_force = Finding(check="sandbox", status="ok",
+                           detail=f"isolation = {settings.isolation!r}: {describe_isolation(settings.isolation, settings.python)}")
+        if settings.isolation == "none":
+            in_force = in_force.model_copy(update={"status": "warn", "fix": "set [sandbox] isolation = 'auto'"})
+    except SandboxUnavailableError as exc:
+        in_force = Finding(check="sandbox", status="fail", detail=str(exc), fix=INSTALL_HINT)
+    fixes = {"bwrap": INSTALL_HINT, "landlock": "Linux 6.7 or newer with landlock in the LSM list (lsm= boot option)"}
+    tiers = []
+    for tier, fix in fixes.items():
+        problem = tier_problem(tier, settings.python)
+        tiers.append(Finding(check=f"sandbox tier {tier}", status="ok" if problem is None else "warn",
+                             detail="works here" if problem is None else problem, fix="" if problem is None else fix))
+    return [in_force, *tiers]
+
+
+def _cgroups(policy: Policy) -> list[Finding]:
+    mounts = _cgroup_mounts()
+    limits_note = "The sandbox bounds each kernel with rlimits, which count per process, not per kernel"
+    if "cgroup2" in mounts:
+        root = Path(mounts["cgroup2"][0])
+        controllers = set((root / "cgroup.controllers").read_text().split()) if (root / "cgroup.controllers").exists() else set()
+        own = _own_cgroup(root)
+        writable = own is not None and os.access(own, os.W_OK)
+        detail = (f"cgroup v2 at {root} with {', '.join(sorted(controllers)) or 'no controllers'}; "
+                  f"{'this process may create child cgroups' if writable else 'no writable (delegated) cgroup for this process'}")
+        fix = (PER_PROCESS_FIX if writable
+               else "run as root, or under a delegated cgroup (systemd-run --user --scope -p Delegate=yes)")
+        return [Finding(check="cgroups", status="warn", detail=f"{detail}. {limits_note}", fix=fix)]
+    if "cgroup" in mounts:
+        return [Finding(check="cgroups", status="warn", detail=f"cgroup v1 only ({', '.join(sorted(mounts['cgroup']))}). "
+                        f"{limits_note}", fix="boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1)")]
+    return [Finding(check="cgroups", status="warn", detail=f"no cgroup filesystem is mounted. {limits_note}",
+                    fix="mount cgroup2 at /sys/fs/cgroup")]
+
+
+def _cgroup_mounts() -> dict[str, list[str]]:
+    """Mount points of cgroup2, and the controllers of cgroup v1 mounts, from /proc/self/mounts."""
+    found: dict[str, list[str]] = {}
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 4 and fields[2] == "cgroup2":
+            found.setdefault("cgroup2", []).append(fields[1])
+        elif len(fields) >= 4 and fields[2] == "cgroup":
+            found.setdefault("cgroup", []).append(os.path.basename(fields[1]))
+    return found
+
+
+def _own_cgroup(root: Path) -> Path | None:
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                return root / line[3:].lstrip("/")
+    except OSError:
+        pass
+    return None
+
+
+def _gpu(policy: Policy) -> list[Finding]:
+    if importlib.util.find_spec("torch") is None:
+        return [Finding(check="gpu", status="warn", detail="PyTorch is not installed: no local model, no cogview",
+                        fix="pip install torch")]
+    import torch
+
+    if not torch.cuda.is_available():
+        return [Finding(check="gpu", status="warn",
+                        detail=f"no CUDA GPU (torch {torch.__version__}): a local 9B model runs on the CPU, slowly",
+                        fix="serve the model elsewhere and use --base-url, or run on a machine with a GPU")]
+    names = [f"{torch.cuda.get_device_name(i)} ({torch.cuda.get_device_properties(i).total_memory / 2**30:.0f} GiB)"
+             for i in range(torch.cuda.device_count())]
+    return [Finding(check="gpu", status="ok", detail=", ".join(names))]
+
+
+def _weights(policy: Policy) -> list[Finding]:
+    from .models.transformers import DEFAULT_MODEL
+
+    findings = []
+    for check, model, hint in (("local model weights", DEFAULT_MODEL, "or pass --model /path, or --base-url"),
+                               ("cogview weights", policy.cogview.model, "or set [cogview] model to a local folder")):
+        if Path(model).expanduser().is_dir():
+            findings.append(Finding(check=check, status="ok", detail=f"{model} is a local folder"))
+            continue
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = isinstance(try_to_load_from_cache(model, "model_index.json" if check.startswith("cog")
+                                                       else "config.json"), str)
+        except Exception:  # not an id the hub would take
+            cached = False
+        findings.append(Finding(check=check, status="ok" if cached else "warn",
+                                detail=f"{model} is {'in' if cached else 'not in'} the Hugging Face cache",
+                                fix="" if cached else f"huggingface-cli download {model} ({hint})"))
+    return findings
+
+
+def _search(policy: Policy) -> list[Finding]:
+    from tools.browser.search import API_KEY_ENV
+
+    settings = policy.browser
+    name = settings.search_backend
+    if name in API_KEY_ENV:
+        variables = API_KEY_ENV[name]
+        if not any(os.environ.get(var) for var in variables):
+            return [Finding(check="search", status="fail", detail=f"search_backend = {name!r} but {variables[0]} is not set",
+                            fix=f"export {variables[0]}=..., or set [browser] search_backend to another backend")]
+        return [Finding(check="search", status="ok", detail=f"{name}, key from {variables[0]}")]
+    if name == "searxng" and not settings.searxng_url:
+        return [Finding(check="search", status="fail", detail="search_backend = 'searxng' without searxng_url",
+                        fix="set [browser] searxng_url = 'http://your-searxng:8080'")]
+    if name == "duckduckgo":
+        return [Finding(check="search", status="warn", detail="duckduckgo: no key needed, but it rate-limits and may "
+                        "answer with a CAPTCHA", fix="for steady use, run SearXNG or set a Brave or Tavily key")]
+    return [Finding(check="search", status="ok", detail=f"{name} at {settings.searxng_url}")]
