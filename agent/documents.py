@@ -15,7 +15,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .files import InputFile, listing
 
@@ -58,9 +58,16 @@ def read_document(path: Path, limit: int) -> str:
 
 def _read_text(path: Path) -> str:
     data = path.read_bytes()
-    if b"\0" in data[:8192]:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data[:1 << 20]).best()  # Shift-JIS, GBK, Latin-1...: detected, not assumed
+    if best is None:
         return f"(a binary file of {len(data)} bytes: not shown as text)"
-    return data.decode("utf-8", errors="replace")
+    return data.decode(best.encoding, errors="replace")
 
 
 def _read_pdf(path: Path) -> str:
@@ -93,16 +100,41 @@ def _read_pptx(path: Path) -> str:
 
     slides = []
     for number, slide in enumerate(Presentation(str(path)).slides, 1):
-        parts = [f"--- slide {number} ---"]
-        for shape in slide.shapes:
-            if shape.has_text_frame and shape.text_frame.text.strip():
-                parts.append(shape.text_frame.text)
-            elif getattr(shape, "has_table", False) and shape.has_table:
-                parts.append(_markdown_table([[cell.text for cell in row.cells] for row in shape.table.rows]))
+        parts = [f"--- slide {number} ---", *_shape_texts(slide.shapes)]
         if slide.has_notes_slide and slide.notes_slide.notes_text_frame.text.strip():
             parts.append("Notes: " + slide.notes_slide.notes_text_frame.text)
         slides.append("\n".join(parts))
     return "\n\n".join(slides)
+
+
+def _shape_texts(shapes: Any) -> list[str]:
+    """Text of each shape in reading order: text frames, tables, charts, pictures' alt text, groups."""
+    from pptx.enum.shapes import MSO_SHAPE_TYPE
+
+    parts = []
+    for shape in shapes:
+        if shape.shape_type == MSO_SHAPE_TYPE.GROUP:
+            parts += _shape_texts(shape.shapes)
+        elif shape.has_text_frame and shape.text_frame.text.strip():
+            parts.append(shape.text_frame.text)
+        elif getattr(shape, "has_table", False):
+            parts.append(_markdown_table([[cell.text for cell in row.cells] for row in shape.table.rows]))
+        elif getattr(shape, "has_chart", False):
+            parts.append(_chart_text(shape.chart))
+        elif shape.shape_type == MSO_SHAPE_TYPE.PICTURE:
+            description = shape._element._nvXxPr.cNvPr.get("descr") or shape.name
+            parts.append(f"![{description}]({shape.image.filename or shape.name})")
+    return parts
+
+
+def _chart_text(chart: Any) -> str:
+    title = chart.chart_title.text_frame.text if chart.has_title and chart.chart_title.has_text_frame else ""
+    plot = chart.plots[0] if len(chart.plots) else None
+    if plot is None:
+        return f"Chart: {title}"
+    rows = [["", *[str(c) for c in plot.categories]]]
+    rows += [[series.name, *[str(v) for v in series.values]] for series in plot.series]
+    return f"Chart: {title}\n\n{_markdown_table(rows)}"
 
 
 def _read_xlsx(path: Path) -> str:
@@ -139,19 +171,23 @@ def _read_json(path: Path) -> str:
 
 
 def _read_html(path: Path) -> str:
+    """A saved page's content: the main part when the page marks one, without navigation or scripts."""
     from bs4 import BeautifulSoup
     from markdownify import markdownify
 
     soup = BeautifulSoup(_read_text(path), "html.parser")
-    for tag in soup(["script", "style", "noscript", "template"]):
+    for tag in soup(["script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form"]):
         tag.decompose()
-    return markdownify(str(soup), heading_style="ATX").strip()
+    for tag in soup.select('[role="navigation"], [role="banner"], [role="contentinfo"], [role="search"]'):
+        tag.decompose()
+    main = soup.find("main") or soup.find(attrs={"role": "main"}) or soup.find("article") or soup.body or soup
+    return markdownify(str(main), heading_style="ATX").strip()
 
 
 def _markdown_table(rows: list[list[str]]) -> str:
     width = max(len(row) for row in rows)
     cells = [[c.replace("|", "\\|").replace("\n", " ") for c in row] + [""] * (width - len(row)) for row in rows]
-    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * width]
+    lines = ["| " + " | ".join(cells[0]) + " |", "|" + " --- |" * width]
     lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
     return "\n".join(lines)
 

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from peers import peer_python
+
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-smolagents"
 TARGET_MS = 0.5
@@ -178,31 +180,10 @@ print(json.dumps({"version": smolagents.__version__, "steps": steps, "reps": len
 '''
 
 
-def _venv_python() -> Path:
-    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
 def ensure_smolagents() -> tuple[Path | None, str]:
     """The venv's python with smolagents importable, installing it if missing; else (None, why)."""
-    python = _venv_python()
-    probe = [str(python), "-c", "import smolagents; print(smolagents.__version__)"]
-    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return python, ""
-    print(f"smolagents: installing into {VENV.relative_to(HERE.parent)} (one time) ...", flush=True)
-    try:
-        if not python.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, capture_output=True, text=True)
-        # smolagents' core needs no torch; install only it (no extras) so torch never lands here.
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "smolagents"], check=True, capture_output=True, text=True, timeout=900)
-    except subprocess.CalledProcessError as exc:
-        tail = (exc.stderr or exc.stdout or "").strip().splitlines()[-3:]
-        return None, f"install failed ({' | '.join(tail) or exc})"
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"install failed ({exc})"
-    if subprocess.run(probe, capture_output=True).returncode != 0:
-        return None, "installed, but `import smolagents` fails in the venv"
-    return python, ""
+    # smolagents' core needs no torch; only it is installed (no extras), so torch never lands there.
+    return peer_python(VENV.name, "smolagents", "smolagents")
 
 
 def bench_smolagents(python: Path | None, why: str, calls: int, warmup: int, reps: int) -> tuple[dict | None, str]:
