@@ -58,6 +58,8 @@ def read_document(path: Path, limit: int) -> str:
 
 def _read_text(path: Path) -> str:
     data = path.read_bytes()
+    if b"\0" in data[:8192]:  # text in any 8-bit encoding has no NUL bytes
+        return f"(a binary file of {len(data)} bytes: not shown as text)"
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

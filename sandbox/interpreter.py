@@ -82,9 +82,25 @@ def _describe(executable: str) -> Interpreter:
         raise SandboxUnavailableError(
             f"{executable} did not run as a Python interpreter: check [sandbox] python.") from None
     real = os.path.realpath(executable)
-    candidates = [*report["prefixes"], os.path.dirname(os.path.dirname(real)), *report["path"]]
+    candidates = [*report["prefixes"], os.path.dirname(os.path.dirname(real)), *_link_folders(executable),
+                  *report["path"]]
     return Interpreter(executable=executable, version=report["version"], paths=tuple(_outermost(candidates)),
                        has_ipykernel=bool(report["ipykernel"]))
+
+
+def _link_folders(executable: str) -> list[str]:
+    """The folders of every symlink on the way from ``executable`` to the real binary.
+
+    A venv made from inside another venv links to that venv's ``bin/python``, which links on to the
+    base interpreter: every hop must be visible in the sandbox for the first link to resolve.
+    """
+    folders, path = [], executable
+    for _ in range(40):  # the kernel's own limit on a chain of links
+        if not os.path.islink(path):
+            break
+        folders.append(os.path.dirname(path))
+        path = os.path.join(os.path.dirname(path), os.readlink(path))
+    return folders
 
 
 def _outermost(candidates: list[str]) -> list[str]:

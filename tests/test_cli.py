@@ -158,6 +158,20 @@ def test_example_served_model_runs(fake_server):
     assert "[population] 24870895" in proc.stdout and "=> About 2,977,800 more." in proc.stdout
 
 
+@pytest.mark.slow
+def test_example_analyse_csv_runs(fake_server, tmp_path):
+    code = ("import pandas as pd\ndf = pd.read_csv('/mnt/data/sales.csv')\n"
+            "df.select_dtypes('number').sum().to_csv('/mnt/data/totals.csv', header=['total'])")
+    fake_server.script([f"python\n{code}", "\nsouth has the largest total."])
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "analyse_csv.py"), "--demo", "--base-url", fake_server.url,
+                           "--model", fake_server.model], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "answer (answered): south has the largest total." in proc.stdout
+    saved = [line.split("saved file: ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("saved file: ")]
+    assert Path(saved[0]).read_text() == ",total\nnorth,400\nsouth,335\n"
+    assert "/mnt/data/sales.csv (text/csv" in fake_server.posts[0].prompt
+
+
 def test_example_embedding_runs(fake_server):
     fake_server.script(["\nNo tools needed: 42."])
     proc = subprocess.run([sys.executable, str(EXAMPLES / "embedding.py"), "What is 6*7?", "--base-url",
