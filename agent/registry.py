@@ -21,7 +21,8 @@ from .errors import AgentError, ToolDefinitionError
 from .files import InputFile
 from .messages import Observation, ObservationPart, ToolCall, ToolSpec
 from .policy import Policy
-from .tool import FunctionTool, Tool, ToolContext, ToolOutput, parse_json_arguments, strip_fence, to_png_bytes
+from .tool import (MAX_ARGUMENT_DEPTH, TOO_DEEP, FunctionTool, Tool, ToolContext, ToolOutput, nesting_depth,
+                   parse_json_arguments, strip_fence, to_png_bytes)
 
 # The GLM-4 All Tools, imported only when asked for (torch and jupyter are heavy).
 BUILTINS: dict[str, str] = {
@@ -103,6 +104,10 @@ class ToolRegistry:
             return error_observation(call, f"There is no tool named {call.name!r}. Available tools: {', '.join(self.names) or 'none'}.")
         try:
             raw = call.arguments if call.arguments is not None else _read_body(tool, call)
+            if nesting_depth(raw) > MAX_ARGUMENT_DEPTH:
+                raise ValueError(TOO_DEEP)
+        except RecursionError:
+            return error_observation(call, f"Could not read the call to {tool.name!r}: {TOO_DEEP}. {expected_shape(tool)}")
         except ValueError as exc:
             return error_observation(call, f"Could not read the call to {tool.name!r}: {exc}. {expected_shape(tool)}")
         try:

@@ -298,12 +298,36 @@ def strip_fence(text: str) -> str:
     return match.group(1) if match else text.strip()
 
 
+MAX_ARGUMENT_DEPTH = 100  # arguments nested deeper are refused (parsing and serialising them recurses)
+TOO_DEEP = f"the arguments are nested more than {MAX_ARGUMENT_DEPTH} levels deep"
+
+
+def nesting_depth(value: Any) -> int:
+    """How deeply lists and dicts nest in ``value`` (counted without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth > MAX_ARGUMENT_DEPTH:
+                return depth
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def parse_json_arguments(body: str) -> dict[str, Any]:
     """Parse a JSON object the way a forgiving reader would.
 
     Accepts code fences, text after the object, single quotes, trailing commas, Python literals
     (True/False/None). Raises ``ValueError`` with a short reason when it still is not an object.
     """
+    try:
+        return _parse_json_arguments(body)
+    except RecursionError:
+        raise ValueError(TOO_DEEP) from None
+
+
+def _parse_json_arguments(body: str) -> dict[str, Any]:
     text = strip_fence(body)
     if not text:
         return {}

@@ -101,19 +101,22 @@ _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 _ALWAYS_DENIED = [name for name in _SYSCALLS["x86_64"] if name not in ("socket", "connect", "clone", "clone3")]
 _NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
 _AF_UNIX, _AF_INET, _AF_INET6, _AF_NETLINK = 1, 2, 10, 16
-_SOCK_STREAM, _NETLINK_ROUTE = 1, 0
+_NETLINK_ROUTE = 0
 _EPERM, _EACCES, _ENOSYS, _EAFNOSUPPORT = 1, 13, 38, 97
 _RET_ALLOW, _RET_ERRNO, _RET_KILL = 0x7FFF0000, 0x00050000, 0x80000000
-_LD_ABS, _AND, _JEQ, _JGE, _JSET, _RET = 0x20, 0x54, 0x15, 0x35, 0x45, 0x06
+_LD_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
 
 
 def seccomp_program(deny_network: bool) -> bytes:
     """A classic-BPF seccomp filter, as bytes of ``struct sock_filter``.
 
     Denies kernel attack surface a notebook never needs (io_uring, bpf, keyrings, ptrace, mounts,
-    namespaces, modules...). With ``deny_network`` (tier B) only Unix, TCP and route-netlink sockets
-    can be made: no UDP (so no DNS), no raw or packet sockets. TCP itself is cut by Landlock, which
-    lets the kernel bind an ephemeral loopback port (ipykernel's output pipe) but connect nowhere.
+    namespaces, modules...). Sockets: only Unix, IPv4/IPv6 and route-netlink ones can be made in any
+    tier, since other families (vsock, packet, bluetooth, CAN, ...) are not isolated by a network
+    namespace. With ``deny_network`` (tier B, which has no network namespace) no IPv4/IPv6 socket can
+    be made at all: no UDP or DNS, no MPTCP, no TCP Fast Open, no listening port the outside could
+    reach (``listen`` binds one by itself, unseen by Landlock). ipykernel's TCP pipe for forked
+    children's output is then off, as it warns; children could not have connected to it anyway.
     """
     arch = os.uname().machine
     if arch not in _SYSCALLS:
@@ -134,8 +137,7 @@ def seccomp_program(deny_network: bool) -> bytes:
     op(_JEQ, nr["clone"], "clone")
     for name in _ALWAYS_DENIED:
         op(_JEQ, nr[name], "eperm")
-    if deny_network:
-        op(_JEQ, nr["socket"], "socket")
+    op(_JEQ, nr["socket"], "socket")
     op(_RET, _RET_ALLOW)
     labels["clone"] = len(code)
     op(_LD_ABS, 16)  # args[0], low half: clone flags
@@ -144,15 +146,10 @@ def seccomp_program(deny_network: bool) -> bytes:
     labels["socket"] = len(code)
     op(_LD_ABS, 16)  # args[0]: the address family
     op(_JEQ, _AF_UNIX, "allow")
-    op(_JEQ, _AF_INET, "inet")
-    op(_JEQ, _AF_INET6, "inet")
+    op(_JEQ, _AF_INET, "eacces" if deny_network else "allow")
+    op(_JEQ, _AF_INET6, "eacces" if deny_network else "allow")
     op(_JEQ, _AF_NETLINK, "netlink")
     op(_RET, _RET_ERRNO | _EAFNOSUPPORT)
-    labels["inet"] = len(code)
-    op(_LD_ABS, 24)  # args[1]: the socket type, with SOCK_CLOEXEC/SOCK_NONBLOCK flags
-    op(_AND, 0xF)
-    op(_JEQ, _SOCK_STREAM, "allow")
-    op(_RET, _RET_ERRNO | _EACCES)
     labels["netlink"] = len(code)
     op(_LD_ABS, 32)  # args[2]: the netlink protocol (route: read interface addresses)
     op(_JEQ, _NETLINK_ROUTE, "allow")
@@ -221,7 +218,7 @@ def landlock_ruleset(read: list[str], write: list[str], devices: list[str], deny
     if abi < 1:
         raise OSError("Landlock is not available in this kernel")
     handled = _handled_fs(abi)
-    net = 0b11 if (abi >= 4 and deny_network) else 0  # bind_tcp | connect_tcp
+    net = 0b11 if (abi >= 4 and deny_network) else 0  # bind_tcp | connect_tcp: a second wall behind seccomp
     scoped = 0b11 if abi >= 6 else 0  # abstract unix sockets | signals
     attr = struct.pack("<QQQ", handled, net, scoped)
     size = 24 if abi >= 6 else 16 if abi >= 4 else 8
@@ -234,14 +231,7 @@ def landlock_ruleset(read: list[str], write: list[str], devices: list[str], deny
                           (devices, _FS_READ_FILE | _FS_WRITE_FILE | _FS_IOCTL_DEV)):
         for path in paths:
             _add_path_rule(int(ruleset), path, rights & handled)
-    if net:
-        # Binding port 0 (an ephemeral port) stays allowed: ipykernel's output pipe needs it. Every
-        # TCP connect, and binding a chosen port, is denied.
-        rule = ctypes.create_string_buffer(struct.pack("<QQ", 1, 0), 16)  # landlock_net_port_attr
-        if _libc.syscall(_SYS_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(2), rule, ctypes.c_uint32(0)) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"landlock_add_rule(net port 0): {os.strerror(err)}")
-    return int(ruleset)
+    return int(ruleset)  # with net handled and no port allowed, every TCP bind and connect is denied
 
 
 def restrict_self(ruleset: int) -> None:

@@ -96,8 +96,12 @@ def kernel_env(tmp: str, threads: int, python: Interpreter) -> dict[str, str]:
 
 
 def kernel_argv(runtime: str, python: Interpreter) -> list[str]:
-    return [python.executable, "-B", "-s", "-m", "ipykernel_launcher", "-f", f"{runtime}/connection.json",
-            "--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=ERROR"]
+    """The kernel's command line. ``-I``: the working directory (``/mnt/data``, the code's to fill) is
+    not on the import path while the kernel starts, so a planted ``ipykernel_launcher.py`` never runs;
+    it is added back once the kernel is up, as a notebook has it, for the user's own modules."""
+    return [python.executable, "-I", "-B", "-m", "ipykernel_launcher", "-f", f"{runtime}/connection.json",
+            "--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=ERROR",
+            "--IPKernelApp.exec_lines=__import__('sys').path.insert(0, '')"]
 
 
 def rlimits(settings: SandboxSettings) -> dict[str, int]:
@@ -248,7 +252,8 @@ def plan_launch(tier: str, settings: SandboxSettings, dirs: KernelDirs, uid: int
         inner = {"mode": "inner", "rlimits": limits, "env": kernel_env("/tmp", threads, python),
                  "argv": command or kernel_argv(RUNTIME_DIR, python), "uid": uid, "gid": gid}
         wrapped = [python.executable, "-I", "-S", _INNER_LAUNCHER, json.dumps(inner)]
-        # Inside bubblewrap the netns already cuts the network: only the syscall deny list applies.
+        # Inside bubblewrap the netns already cuts IPv4/IPv6; the filter still refuses the socket
+        # families a netns does not isolate (vsock and the like).
         outer = {"mode": "outer", "argv": _bwrap_argv(settings, dirs, python, wrapped), "deny_network": False, "env": {}}
         return LaunchPlan(_launcher_argv(outer), RUNTIME_DIR, tier)
     if tier == "landlock":

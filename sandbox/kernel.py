@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -32,12 +31,15 @@ from agent.policy import SandboxSettings
 
 from . import isolation
 from .errors import KernelStartError, SandboxClosedError
-from .results import CappedText, ExecutionError, ExecutionResult, strip_ansi
+from .results import CappedText, ExecutionError, ExecutionResult, clean_text, strip_ansi
+from .workdir import chown_tree, remove_tree
 
 OutputHook = Callable[[str, str], None]  # (stream, text), called as a cell prints
 
-MAX_IMAGES = 20
+MAX_IMAGES = 20  # kept per cell
+MAX_IMAGE_BYTES = 16 * 1024 * 1024  # one image; a plot is a few hundred KB
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a hostile kernel cannot make us buffer more than this per message
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # Every kernel process is started from this one long-lived thread: bwrap --die-with-parent and the
 # supervisor's PR_SET_PDEATHSIG fire when the *thread* that forked them exits, and a worker thread
@@ -74,7 +76,7 @@ def _close_all() -> None:
     for kernel in list(_live):
         kernel.close()
     if _base_dir is not None:
-        shutil.rmtree(_base_dir, ignore_errors=True)
+        remove_tree(_base_dir)
 
 
 class Kernel:
@@ -99,7 +101,7 @@ class Kernel:
                 if self.uid is not None:  # lend it, and the files in it, to the kernel's uid; given back on close
                     st = workdir.stat()
                     self._workdir_owner = (st.st_uid, st.st_gid)
-                    _chown_tree(workdir, self.uid, self.uid)
+                    chown_tree(workdir, self.uid, self.uid)
             self.dirs = isolation.make_dirs(self._dir, self.uid, workdir)
         except BaseException:
             isolation.release_uid(self.uid)  # nothing ever ran under it
@@ -149,8 +151,8 @@ class Kernel:
     def _spawn(self) -> None:
         key = secrets.token_hex(32)
         runtime = self.dirs.runtime
-        for stale in runtime.iterdir():
-            stale.unlink()
+        for stale in runtime.iterdir():  # whatever the last kernel (or the code in it) left there
+            remove_tree(stale)
         info = {"transport": "ipc", "signature_scheme": "hmac-sha256", "key": key, "kernel_name": "python3",
                 "shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
         plan = isolation.plan_launch(self.tier, self.settings, self.dirs, self.uid)
@@ -222,8 +224,8 @@ class Kernel:
             if not running:
                 self._run_lock.release()
         if self._workdir_owner is not None:
-            _chown_tree(self.dirs.workdir, *self._workdir_owner)
-        shutil.rmtree(self._dir, ignore_errors=True)  # runtime, tmp, log; and the workdir when it is ours
+            chown_tree(self.dirs.workdir, *self._workdir_owner)
+        remove_tree(self._dir)  # runtime, tmp, log; and the workdir when it is ours
         _live.discard(self)
         isolation.release_uid(self.uid)  # killed and swept: nothing runs under it any more
 
@@ -401,7 +403,7 @@ class _Cell:
         self.stderr = CappedText(limit)
         self.result_text: str | None = None
         self.images: list[bytes] = []
-        self.images_dropped = 0
+        self.images_dropped: dict[str, int] = {}  # why -> how many
         self.error: ExecutionError | None = None
         self.idle = False
         self.replied = False
@@ -410,7 +412,7 @@ class _Cell:
     def handle(self, msg: dict) -> None:
         kind, content = msg["header"].get("msg_type"), msg.get("content") or {}
         if kind == "stream":
-            stream, text = "stderr" if content.get("name") == "stderr" else "stdout", str(content.get("text", ""))
+            stream, text = "stderr" if content.get("name") == "stderr" else "stdout", clean_text(content.get("text", ""))
             (self.stderr if stream == "stderr" else self.stdout).add(text)
             if self.on_output is not None:
                 self.on_output(stream, text)
@@ -420,30 +422,40 @@ class _Cell:
             if isinstance(png, str):
                 self._add_image(png)
             elif kind == "execute_result":
-                self.result_text = str(data.get("text/plain", ""))
+                self.result_text = clean_text(data.get("text/plain", ""))
             elif "text/plain" in data:
-                self.stdout.add(str(data["text/plain"]) + "\n")
+                self.stdout.add(clean_text(data["text/plain"]) + "\n")
         elif kind == "error":
             self.error = ExecutionError(
-                ename=str(content.get("ename", "Error")), evalue=str(content.get("evalue", "")),
-                traceback=[line for item in content.get("traceback") or [] for line in strip_ansi(str(item)).splitlines()],
+                ename=clean_text(content.get("ename", "Error")), evalue=clean_text(content.get("evalue", "")),
+                traceback=[line for item in content.get("traceback") or []
+                           for line in strip_ansi(clean_text(item)).splitlines()],
             )
         elif kind == "status" and content.get("execution_state") == "idle":
             self.idle = True
 
     def _add_image(self, encoded: str) -> None:
+        """Keep a PNG the cell displayed: a real one (signature and header chunk), small, within the cell's count."""
         if len(self.images) >= MAX_IMAGES:
-            self.images_dropped += 1
-            return
+            return self._drop(f"over {MAX_IMAGES} per cell")
+        if len(encoded) * 3 // 4 > MAX_IMAGE_BYTES:  # judged before decoding it
+            return self._drop(f"too large (over {MAX_IMAGE_BYTES // 2**20} MB)")
         try:
-            self.images.append(base64.b64decode(encoded))
+            png = base64.b64decode(encoded, validate=True)
         except ValueError:
-            pass
+            png = b""
+        if not (png.startswith(PNG_SIGNATURE) and png[12:16] == b"IHDR"):
+            return self._drop("not a PNG")
+        self.images.append(png)
+
+    def _drop(self, why: str) -> None:
+        self.images_dropped[why] = self.images_dropped.get(why, 0) + 1
 
     def result(self, restarted: bool, error: ExecutionError | None = None) -> ExecutionResult:
         stdout = self.stdout.text()
         if self.images_dropped:
-            stdout += f"\n[{self.images_dropped} more images not kept]"
+            reasons = ", ".join(f"{count} {why}" for why, count in self.images_dropped.items())
+            stdout += f"\n[images not kept: {reasons}]"
         return ExecutionResult(stdout=stdout, stderr=self.stderr.text(), result=self.result_text,
                                images=self.images, error=error or self.error, timed_out=self.timed_out,
                                restarted=restarted)
@@ -474,10 +486,3 @@ def _signal(pid: int, signum: int) -> None:
     except (ProcessLookupError, PermissionError):
         pass
 
-
-def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    for path in [root, *root.rglob("*")]:
-        try:
-            os.lchown(path, uid, gid)
-        except OSError:
-            pass

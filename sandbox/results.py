@@ -6,12 +6,18 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
 def strip_ansi(text: str) -> str:
     """Text without terminal colour codes (IPython colours its tracebacks)."""
     return _ANSI.sub("", text)
+
+
+def clean_text(value: object) -> str:
+    """A kernel's string as valid Unicode: a lone surrogate (JSON can escape one) becomes U+FFFD."""
+    return _SURROGATE.sub("\ufffd", str(value))
 
 
 class ExecutionError(BaseModel):

@@ -1,4 +1,4 @@
-"""What the code changed in its working directory, and taking those files out safely.
+"""The code's working directory from the host's side: what changed, taking files out, cleaning up.
 
 The sandbox's code writes ``/mnt/data``; the host reads it afterwards. Everything there is the code's
 to shape, so the host never follows a symlink (one could point at a host file), never opens anything
@@ -7,10 +7,12 @@ but a plain file (a FIFO would block), and reads no more than the size it saw.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 FileState = tuple[int, int]  # (size, mtime in ns): a file written again, even with the same bytes, counts
 
@@ -24,10 +26,55 @@ class ChangedFile:
 def snapshot(root: Path, limit: int = 100_000) -> dict[str, FileState]:
     """The plain files under ``root`` (not through symlinks), at most ``limit`` of them."""
     found: dict[str, FileState] = {}
+    for path, info in _walk(root):
+        if stat.S_ISREG(info.st_mode):
+            found[path.relative_to(root).as_posix()] = (info.st_size, info.st_mtime_ns)
+            if len(found) >= limit:
+                break
+    return found
+
+
+def chown_tree(root: Path, uid: int, gid: int) -> None:
+    """Give ``root`` and everything under it to ``uid``; links themselves, never what they point to."""
+    for path in [root, *(path for path, _ in _walk(root))]:
+        try:
+            os.lchown(path, uid, gid)
+        except OSError:
+            pass
+
+
+def remove_tree(root: Path) -> None:
+    """Delete ``root`` whatever the code made of it: any depth, folders it locked (mode 000). Never raises.
+
+    Iterative, so a tree deeper than Python's recursion limit goes too; a folder that cannot be
+    listed or emptied is opened up (chmod) first.
+    """
+    try:
+        if not root.is_dir() or root.is_symlink():
+            root.unlink(missing_ok=True)
+            return
+    except OSError:
+        return
+    folders = [root]
+    for path, info in _walk(root, unlock=True):
+        if stat.S_ISDIR(info.st_mode):
+            folders.append(path)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    for folder in reversed(folders):  # deepest last found, so children go before their parents
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _walk(root: Path, unlock: bool = False) -> Iterator[tuple[Path, os.stat_result]]:
+    """Every entry under ``root`` with its ``lstat``, parents before children, without recursion or links."""
     stack = [root]
-    while stack and len(found) < limit:  # iterative: a deep tree cannot exhaust the recursion limit
+    while stack:
         directory = stack.pop()
         try:
+            if unlock:
+                os.chmod(directory, 0o700)
             entries = list(os.scandir(directory))
         except OSError:
             continue
@@ -36,13 +83,10 @@ def snapshot(root: Path, limit: int = 100_000) -> dict[str, FileState]:
                 info = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
+            path = Path(entry.path)
+            yield path, info
             if stat.S_ISDIR(info.st_mode):
-                stack.append(Path(entry.path))
-            elif stat.S_ISREG(info.st_mode):
-                found[Path(entry.path).relative_to(root).as_posix()] = (info.st_size, info.st_mtime_ns)
-                if len(found) >= limit:
-                    break
-    return found
+                stack.append(path)
 
 
 def changes(before: dict[str, FileState], after: dict[str, FileState]) -> list[ChangedFile]:

@@ -324,3 +324,29 @@ def test_real_documents_from_markitdowns_labelled_set():
         assert by_content >= n - 1, vector["file"]  # at most one phrase missed in any document
         hits, phrases = hits + by_content, phrases + n
     assert hits / phrases >= 0.95
+
+
+@pytest.mark.slow
+def test_a_run_never_raises_on_what_the_code_leaves_in_mnt_data(tmp_path):
+    """Issue 10.7: a 1200-level tree once made close() raise RecursionError out of agent.run()."""
+    from sandbox.kernel import base_dir
+
+    before = set(base_dir().iterdir())
+    agent = Agent(tools=["python"], policy=python_policy(), runs_dir=tmp_path / "runs")
+    result = run_cells(agent, ["import os\np = '/mnt/data' if os.path.isdir('/mnt/data') else os.getcwd()\n"
+                               "for _ in range(1200):\n    p += '/d'\n    os.mkdir(p)\n"
+                               "os.makedirs('locked/in')\nos.chmod('locked/in', 0)\nos.chmod('locked', 0)"])
+    agent.close()
+    assert result.status == "answered", result.error
+    assert set(base_dir().iterdir()) <= before  # the session's kernel folder (and /mnt/data) is gone
+
+
+@pytest.mark.slow
+def test_figures_count_against_the_runs_output_limits(tmp_path):
+    """Issue 10.6: images are kept per run within [files] max_files and max_output_mb too."""
+    agent = Agent(tools=["python"], policy=python_policy(max_files=3), runs_dir=tmp_path / "runs")
+    result = run_cells(agent, ["import matplotlib.pyplot as plt\nfor i in range(5):\n"
+                               "    plt.figure(figsize=(1, 1)); plt.plot([i]); plt.show()"])
+    agent.close()
+    assert [a.kind for a in result.artifacts] == ["image"] * 3
+    assert result.steps[0].observations[0].content.count("was not kept for the user") == 2

@@ -18,6 +18,7 @@ import pytest
 
 from agent.policy import SandboxSettings
 from sandbox import Sandbox, tier_problem
+from sandbox import kernel as kernel_module
 
 TIERS = ["bwrap", "landlock"]
 HOST_SECRET_VAR = "GLM_SANDBOX_TEST_SECRET"
@@ -291,6 +292,47 @@ def test_dns_fails(sb):
     assert udp.error is not None
 
 
+def test_mptcp_sockets_cannot_be_made(sb, host_server):
+    """Issue 10.1: MPTCP (protocol 262) once went around the Landlock TCP rules."""
+    port, connected = host_server
+    result = run(sb, f"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)\n"
+                     f"s.settimeout(3)\ns.connect(('127.0.0.1', {port}))")
+    assert result.error is not None and not connected.is_set()
+
+
+def test_tcp_fast_open_without_connect_reaches_nobody(sb, host_server):
+    """Issue 10.1: sendto(MSG_FASTOPEN) connects without connect(), which Landlock alone did not see."""
+    port, connected = host_server
+    result = run(sb, f"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
+                     f"s.settimeout(3)\ns.sendto(b'x', socket.MSG_FASTOPEN, ('127.0.0.1', {port}))")
+    time.sleep(0.5)
+    assert result.error is not None and not connected.is_set()
+
+
+def test_listening_for_the_outside_world_fails(sb):
+    """Issue 10.1: listen() on 0.0.0.0 (also without bind: the kernel picks a port) must not accept from the host."""
+    result = run(sb, "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
+                     "s.listen()\nprint(s.getsockname()[1])")
+    if result.error is None:  # it listens in its own network namespace: the host must not reach it
+        port = int(result.stdout.strip())
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    bound = run(sb, "import socket\ns = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)\n"
+                    "s.bind(('::', 0))\ns.listen()\nprint(s.getsockname()[1])")
+    if bound.error is None:
+        with pytest.raises(OSError):
+            socket.create_connection(("::1", int(bound.stdout.strip())), timeout=2).close()
+
+
+@pytest.mark.parametrize("family", ["AF_VSOCK", "AF_PACKET", "AF_BLUETOOTH", "AF_CAN", "AF_ALG", "AF_RDS", "AF_TIPC"])
+def test_address_families_that_namespaces_do_not_isolate_are_refused(sb, family):
+    """Issue 10.2: AF_VSOCK once bound a port in the host's vsock space from the bwrap tier."""
+    result = run(sb, f"import socket\nsocket.socket(getattr(socket, {family!r}, 40), socket.SOCK_STREAM)")
+    assert result.error is not None and result.error.ename in ("OSError", "PermissionError", "AttributeError")
+    assert "Address family not supported" in result.error.evalue or result.error.ename != "OSError"
+    assert_alive(sb)
+
+
 # ----------------------------------------------------------------------------------------------
 # processes
 
@@ -411,3 +453,71 @@ def _processes_with(marker: str) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 10.7-10.8: cleanup and kernel start against what the code leaves behind
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_a_1200_level_tree_and_a_locked_folder_are_cleaned_up(tier, tmp_path):
+    require(tier)
+    sandbox = Sandbox(settings(tier))
+    workdir = sandbox.workdir
+    result = run(sandbox, "import os\np = os.getcwd()\nfor _ in range(1200):\n    p += '/d'\n    os.mkdir(p)\n"
+                          "os.makedirs('locked/inner')\nopen('locked/inner/f', 'w').write('x')\n"
+                          "os.chmod('locked/inner', 0)\nos.chmod('locked', 0)\nprint('ok')")
+    assert result.stdout == "ok\n", result
+    sandbox.close()  # must not raise (RecursionError once did) nor leave the data behind
+    assert not workdir.exists()
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_planted_runtime_folders_and_launcher_modules_do_not_break_or_hijack_restarts(tier):
+    require(tier)
+    with Sandbox(settings(tier)) as sandbox:
+        planted = run(sandbox, "import os\nfrom ipykernel.connect import get_connection_file\n"
+                               "d = os.path.dirname(get_connection_file())\n"
+                               "os.makedirs(os.path.join(d, 'planted', 'deeper'))\n"
+                               "open('ipykernel_launcher.py', 'w').write(\"open('pwned', 'w').write('1')\")\n"
+                               "print('planted')")
+        assert planted.stdout == "planted\n", planted
+        for _ in range(2):
+            sandbox.restart()
+            assert run(sandbox, "1 + 1").result == "2"
+        assert not (sandbox.workdir / "pwned").exists()
+        # a notebook still imports the user's own modules from /mnt/data
+        (sandbox.workdir / "mymodule.py").write_text("VALUE = 7\n")
+        assert run(sandbox, "import mymodule\nmymodule.VALUE").result == "7"
+
+
+def test_lone_surrogates_in_kernel_messages_are_replaced(sb):
+    """Issue 10.8: a message whose JSON escapes a lone surrogate once made `agent run` exit 1.
+
+    ipykernel refuses to send one, so the code packs the message itself, as hostile code can.
+    """
+    code = ("k = get_ipython().kernel\nfor kind, content in [('stream', b'{\"name\": \"stdout\", \"text\": \"a\\\\ud800b\\\\n\"}'),\n"
+            "    ('error', b'{\"ename\": \"E\\\\udfff\", \"evalue\": \"v\\\\ud800\", \"traceback\": [\"t\\\\ud800\"]}')]:\n"
+            "    msg = k.session.msg(kind, content={}, parent=k.get_parent())\n"
+            "    msg['content'] = content\n"
+            "    k.session.send(k.iopub_socket, msg)\n")
+    result = run(sb, code)
+    assert result.stdout == "a\ufffdb\n", result
+    assert result.error is not None and result.error.ename == "E\ufffd" and result.error.evalue == "v\ufffd"
+    result.model_dump_json()  # serialisable (transcripts, --json)
+    assert_alive(sb)
+
+
+def test_an_image_flood_is_capped_and_fake_pngs_are_dropped(sb):
+    """Issue 10.6: one cell once wrote 800 MB of fake "PNG" images to the host."""
+    code = ("import base64, io\nfrom IPython.display import display\nimport matplotlib\nmatplotlib.use('Agg')\n"
+            "import matplotlib.pyplot as plt\nfig = plt.figure(figsize=(1, 1))\nbuf = io.BytesIO()\n"
+            "fig.savefig(buf, format='png')\nreal = buf.getvalue()\n"
+            "display({'image/png': base64.b64encode(b'not a png at all' * 1000).decode()}, raw=True)\n"
+            "display({'image/png': base64.b64encode(b'\\x89PNG\\r\\n\\x1a\\n' + b'0' * (20 * 2**20)).decode()}, raw=True)\n"
+            "for _ in range(30):\n    display({'image/png': base64.b64encode(real).decode()}, raw=True)\n")
+    result = run(sb, code)
+    assert result.error is None, result.error
+    assert len(result.images) == kernel_module.MAX_IMAGES
+    assert all(image.startswith(b"\x89PNG\r\n\x1a\n") and len(image) < 2**20 for image in result.images)
+    assert "not kept" in result.stdout and "not a PNG" in result.stdout and "too large" in result.stdout

@@ -264,3 +264,33 @@ def test_policy_must_enable_builtins():
     policy.tools.enabled = ["python"]
     with pytest.raises(ToolDefinitionError, match="does not enable the 'cogview' tool"):
         ToolRegistry(["cogview"], policy=policy)
+
+
+@pytest.mark.parametrize("depth", [300, 3000, 100_000])
+@pytest.mark.parametrize("syntax", ["glm4", "json"])
+def test_deeply_nested_arguments_are_an_observation_not_a_crash(depth, syntax, tmp_path):
+    """Issue 10.15: nested JSON once ended the run with status=error."""
+    from agent import Agent
+    from agent.models import ModelTurn, ScriptedModel
+
+    @tool
+    def echo(data: dict) -> str:
+        """Echo.
+
+        Args:
+            data: anything
+        """
+        return "echoed"
+
+    body = '{"data": ' + '{"a": ' * depth + "1" + "}" * depth + "}"
+    calls = [ToolCall(id="c1", name="echo", body=body, syntax=syntax)]
+    turns = [ModelTurn(content="", tool_calls=calls), "\nI could not send that."]
+    agent = Agent(model=ScriptedModel(turns), tools=[echo], transcript=tmp_path / "t.jsonl")
+    events = list(agent.stream("go"))
+    agent.close()
+    result = events[-1].result
+    assert result.status == "answered", result.error
+    observation = result.steps[0].observations[0]
+    assert observation.is_error or observation.content == "echoed"
+    if depth > 1000:
+        assert observation.is_error and "nested" in observation.content

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from agent.files import InputFile, copy_files, media_type
 from agent.messages import Artifact
-from agent.policy import Policy
+from agent.policy import FileSettings, Policy
 from agent.tool import Tool, ToolContext, ToolOutput, strip_fence
 from sandbox import AsyncSandbox, KernelPool, describe_isolation
 from sandbox.workdir import FileState, changes, copy_out, snapshot
@@ -39,7 +39,17 @@ class _Session:
     sandbox: AsyncSandbox
     ready: asyncio.Future[None] | None = None  # started, and the workdir's first snapshot taken
     files: dict[str, FileState] = field(default_factory=dict)
-    kept_bytes: dict[str, int] = field(default_factory=dict)  # per run id
+    kept: dict[str, tuple[int, int]] = field(default_factory=dict)  # run id -> (files, bytes) kept for the user
+
+    def keep(self, run_id: str, size: int, limits: FileSettings) -> str | None:
+        """Count one more output of ``size`` bytes against the run's limits; why not, when it does not fit."""
+        files, spent = self.kept.get(run_id, (0, 0))
+        if files >= limits.max_files:
+            return f"the run already kept [files] max_files = {limits.max_files} files"
+        if spent + size > limits.max_output_mb * MB:
+            return f"the run's files would pass [files] max_output_mb = {limits.max_output_mb:g}"
+        self.kept[run_id] = (files + 1, spent + size)
+        return None
 
 
 class PythonTool(Tool):
@@ -85,11 +95,16 @@ class PythonTool(Tool):
             ticker.cancel()
         if result.timed_out:
             context.progress(self.name, "interrupted: the cell ran past its time limit")
-        artifacts = [
-            context.save_artifact(png, tool=self.name, description=f"figure {i + 1} of a python cell")
-            for i, png in enumerate(result.images)
-        ]
-        files, not_kept = await asyncio.to_thread(self._keep_outputs, session, context)
+        artifacts, not_kept = [], []
+        for i, png in enumerate(result.images):
+            refused = session.keep(context.run_id, len(png), self.policy.files)
+            if refused:
+                not_kept.append(f"[figure {i + 1} was not kept for the user: {refused}]")
+            else:
+                artifacts.append(context.save_artifact(png, tool=self.name,
+                                                       description=f"figure {i + 1} of a python cell"))
+        files, files_not_kept = await asyncio.to_thread(self._keep_outputs, session, context)
+        not_kept += files_not_kept
         text = result.to_text(limit=self.settings.output_bytes)
         shown = [f"[image: {artifact.path.name}]" for artifact in artifacts] + not_kept
         if shown:
@@ -150,7 +165,7 @@ class PythonTool(Tool):
         return session
 
     def _keep_outputs(self, session: _Session, context: ToolContext) -> tuple[list[Artifact], list[str]]:
-        """Files the cell created or changed, kept for the user within ``[files] max_output_mb`` a run.
+        """Files the cell created or changed, kept for the user within the run's ``[files]`` limits.
 
         Returns their artifacts and, for the model, a line for each file that was not kept.
         """
@@ -159,14 +174,12 @@ class PythonTool(Tool):
         now = snapshot(workdir, limit=limits.max_files * 10)
         changed = changes(session.files, now)
         session.files = now
-        budget = int(limits.max_output_mb * MB)
         kept, not_kept = [], []
         for file in changed:
-            spent = session.kept_bytes.get(context.run_id, 0)
             where = f"{session.sandbox.data_dir}/{file.name}"
-            if spent + file.size > budget:
-                not_kept.append(f"[{where} ({file.size / MB:.1f} MB) was not kept for the user: the run's files "
-                                f"would pass [files] max_output_mb = {limits.max_output_mb:g}]")
+            refused = session.keep(context.run_id, file.size, limits)
+            if refused:
+                not_kept.append(f"[{where} ({file.size / MB:.1f} MB) was not kept for the user: {refused}]")
                 continue
             if context.workdir is not None:  # already in the user's folder
                 path = workdir / file.name
@@ -176,7 +189,6 @@ class PythonTool(Tool):
                     copy_out(workdir, file.name, path, file.size)
                 except OSError:
                     continue  # replaced by a link or a pipe since the scan, or gone: nothing to keep
-            session.kept_bytes[context.run_id] = spent + file.size
             kind = "image" if media_type(file.name).startswith("image/") else "file"
             kept.append(Artifact(path=path, kind=kind, tool=self.name, description=f"{where}, written by a cell"))
         return kept, not_kept

@@ -170,7 +170,7 @@ def tool_call(entry: dict[str, Any]) -> ToolCall:
         body = raw or ""
         try:
             parsed = json.loads(body)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # the registry says what is wrong with it
             parsed = None
         arguments = parsed if isinstance(parsed, dict) else None
     return ToolCall(id=entry.get("id") or glm4.new_call_id(), name=function.get("name") or "", body=body,
