@@ -12,6 +12,7 @@ sandbox's ``/mnt/data``); ``listing`` names them for the model (see ``agent.docu
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import os
 import stat
@@ -76,6 +77,24 @@ def copy_files(files: list[InputFile], destination: Path, owner: int | None = No
         _copy(file, target)
         if owner is not None:
             os.chown(target, owner, owner)
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder, each part this call creates readable by the owner alone (0700)."""
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another session
+            folder.mkdir(mode=0o700)
+    return path
+
+
+def write_private(path: Path, data: bytes) -> Path:
+    """Write a new file readable by the owner alone (0600), in a private folder if it must be made."""
+    private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+    return path
 
 
 def listing(files: list[InputFile], location: str) -> str:

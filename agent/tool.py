@@ -34,7 +34,7 @@ from typing import Any, Callable, ClassVar, get_type_hints
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from .errors import ToolDefinitionError
-from .files import InputFile
+from .files import InputFile, write_private
 from .messages import Artifact, Citation, ToolSpec
 from .policy import Policy
 
@@ -81,9 +81,7 @@ class ToolContext:
 
     def save_artifact(self, data: bytes, *, tool: str, suffix: str = ".png", kind: str = "image",
                       description: str = "") -> Artifact:
-        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        path = self.artifacts_dir / f"{tool}-{uuid.uuid4().hex[:8]}{suffix}"
-        path.write_bytes(data)
+        path = write_private(self.artifacts_dir / f"{tool}-{uuid.uuid4().hex[:8]}{suffix}", data)
         return Artifact(path=path, kind=kind, tool=tool, description=description)
 
 

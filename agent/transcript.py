@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import IO
 
 from .events import Event, parse_event
+from .files import private_dir
 
 
 class TranscriptWriter:
@@ -28,9 +30,10 @@ class TranscriptWriter:
             self._write(event)
 
     def _write(self, event: Event) -> None:
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", encoding="utf-8")
+        if self._file is None:  # owner-only: a transcript holds the whole conversation
+            private_dir(self.path.parent)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            self._file = os.fdopen(fd, "a", encoding="utf-8")
         self._file.write(event.model_dump_json() + "\n")
         self._file.flush()
         if event.type == "run_finished":  # reopened by the next run: no file left open between runs

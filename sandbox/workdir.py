@@ -95,17 +95,18 @@ def changes(before: dict[str, FileState], after: dict[str, FileState]) -> list[C
 
 
 def copy_out(root: Path, name: str, destination: Path, max_bytes: int) -> int:
-    """Copy ``root/name`` to ``destination`` if it is still a plain file; returns the bytes copied.
+    """Copy ``root/name`` to ``destination`` (owner-only; its folder must exist) if it is still a plain file.
 
+    Returns the bytes copied.
     Raises ``OSError`` when it is not (a symlink or FIFO swapped in since the snapshot) or is gone.
     """
     fd = _open_beneath(root, name)
     with os.fdopen(fd, "rb") as src:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{name} is not a plain file")
-        destination.parent.mkdir(parents=True, exist_ok=True)
         copied = 0
-        with open(destination, "wb") as dst:
+        out = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(out, "wb") as dst:
             while copied < max_bytes and (chunk := src.read(min(1 << 20, max_bytes - copied))):
                 dst.write(chunk)
                 copied += len(chunk)

@@ -204,3 +204,38 @@ async def test_cancelling_arun_interrupts_the_cell_and_the_session_goes_on():
     assert result.status == "answered" and result.steps[0].observations[0].content == "42"
     interrupted = [m for m in session.messages if m.role == "observation" and "interrupted" in m.content]
     assert interrupted
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 10.16: what the agent leaves on the host is the user's alone; no credentials in what it prints
+
+
+def test_runs_and_transcripts_are_owner_only(fake_server, data_csv, tmp_path):
+    plot = CODE.replace("\n```", "\nimport matplotlib.pyplot as plt\nplt.plot([1, 2]); plt.show()\n```")
+    fake_server.script([f"python\n{plot}", "\nDone."])
+    transcript = tmp_path / "logs" / "run.jsonl"
+    proc = agent_cli("run", TASK, "--file", str(data_csv), "--tools", "python", "--transcript", str(transcript),
+                     *served(fake_server))
+    assert proc.returncode == 0, proc.stderr
+    assert transcript.stat().st_mode & 0o777 == 0o600 and transcript.parent.stat().st_mode & 0o777 == 0o700
+    runs = tmp_path / "agent_runs"
+    made = [runs, *runs.rglob("*")]
+    assert len(made) >= 4  # agent_runs, the session folder, out.csv, the figure
+    for path in made:
+        assert path.stat().st_mode & 0o777 == (0o700 if path.is_dir() else 0o600), path
+
+
+@pytest.mark.parametrize("backend", ["chat", "completions"])
+def test_credentials_in_the_base_url_never_show(fake_server, tmp_path, backend):
+    secret = "s3cr3t-pa55"
+    host = fake_server.url.split("://", 1)[1]
+    bad_port = f"http://alice:{secret}@127.0.0.1:9/v1"
+    for url in (bad_port, f"http://alice:{secret}@{host}"):
+        fake_server.script([])  # an empty script answers 500: an error that names the server
+        transcript = tmp_path / f"{backend}-{url.count(':')}.jsonl"
+        proc = agent_cli("run", "hi", "--base-url", url, "--model", fake_server.model, "--backend", backend,
+                         "--json", "--transcript", str(transcript), env={"AGENT_TEST": "1"})
+        assert proc.returncode == 1
+        shown = proc.stdout + proc.stderr + transcript.read_text()
+        assert secret not in shown and "alice:" not in shown
+        assert "***@" in shown  # the server is still named, without its password

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.files import InputFile, copy_files, media_type
+from agent.files import InputFile, copy_files, media_type, private_dir
 from agent.messages import Artifact
 from agent.policy import FileSettings, Policy
 from agent.tool import Tool, ToolContext, ToolOutput, strip_fence
@@ -186,6 +186,7 @@ class PythonTool(Tool):
             else:
                 path = context.artifacts_dir / file.name
                 try:
+                    private_dir(path.parent)
                     copy_out(workdir, file.name, path, file.size)
                 except OSError:
                     continue  # replaced by a link or a pipe since the scan, or gone: nothing to keep

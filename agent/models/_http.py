@@ -17,6 +17,7 @@ import contextlib
 import email.utils
 import json
 import os
+import re
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -55,6 +56,14 @@ def normalize_base_url(base_url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact_credentials(text: str) -> str:
+    """``https://user:secret@host/v1`` → ``https://***@host/v1``, wherever a URL appears in ``text``."""
+    return _USERINFO.sub("***@", text)
+
+
 class _RetryableStatus(Exception):
     """A 429/5xx answer: worth another try, after ``retry_after`` seconds when the server said so."""
 
@@ -79,7 +88,8 @@ class ServerClient:
                  headers: dict[str, str] | None = None):
         if max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, got {max_retries}.")
-        self.base_url = normalize_base_url(base_url)
+        self._url = normalize_base_url(base_url)  # with any user:password in it, for httpx alone
+        self.base_url = redact_credentials(self._url)  # what messages, events and transcripts show
         self.model = model
         self.max_retries = max_retries
         self.backoff = backoff
@@ -101,7 +111,7 @@ class ServerClient:
         if self._client is None or self._client.is_closed or self._loop is not loop:
             # A client left over from a finished loop cannot be closed from this one; dropping it
             # lets its sockets be collected.
-            self._client = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
+            self._client = httpx.AsyncClient(base_url=self._url, headers=self.headers, timeout=self.timeout)
             self._loop = loop
         return self._client
 
@@ -327,7 +337,7 @@ def _mentions_missing_model(message: str) -> bool:
 
 
 def _describe(exc: Exception) -> str:
-    return str(exc) or type(exc).__name__
+    return redact_credentials(str(exc)) or type(exc).__name__
 
 
 def usage_from(data: dict[str, Any] | None) -> Usage:
