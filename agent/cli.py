@@ -25,7 +25,7 @@ from rich.prompt import Confirm
 from rich.table import Table
 from rich.text import Text
 
-from .display import EventDisplay, error_line
+from .display import EventDisplay, error_line, visible
 from .errors import AgentError, FileInputError, ToolDefinitionError
 from .events import RunFinished
 from .files import collect_files
@@ -170,7 +170,7 @@ def chat(
 def _upload(session: ChatSession, paths: list[Path], console: Console) -> None:
     try:
         for where in session.upload(*paths):
-            console.print(Text(f"uploaded: {where}", style="dim"))
+            console.print(Text(f"uploaded: {visible(where)}", style="dim"))
     except FileInputError as exc:
         err.print(error_line(str(exc)))
 
@@ -203,7 +203,7 @@ def list_tools(
                 params = ", ".join(f"{name}: {schema.get('type', 'any')}"
                                    for name, schema in spec.parameters.get("properties", {}).items())
                 detail = f"{spec.description}\n({params})"
-            table.add_row(Text(spec.name), "built-in" if spec.builtin else "function", Text(detail))
+            table.add_row(Text(visible(spec.name)), "built-in" if spec.builtin else "function", Text(visible(detail)))
         Console().print(table)
 
 
@@ -309,9 +309,14 @@ def load_tools_module(spec: str) -> list[Tool]:
     return found
 
 
+def approval_prompt(call: ToolCall) -> Text:
+    """The question before a call runs: every byte of it, control characters spelled out, nothing cut."""
+    body = call.body if call.body else json.dumps(call.arguments, ensure_ascii=False)
+    return Text.assemble("Run ", (visible(call.name), "cyan"), " with:\n", visible(body), "\n?")
+
+
 def _ask_approval(call: ToolCall) -> bool:
-    return Confirm.ask(Text.assemble("Run ", (call.name, "cyan"), f" with {call.body or call.arguments}?"),
-                       console=err)
+    return Confirm.ask(approval_prompt(call), console=err)
 
 
 @contextmanager

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections import deque
+from pathlib import Path
+from typing import Any
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.panel import Panel
@@ -15,6 +19,10 @@ from .events import (Event, FinalAnswer, ModelTurnEvent, Notice, RunError, RunFi
                      ToolCallEvent, ToolProgress, ToolResult, ToolStream)
 from .messages import ToolCall
 from .tool import strip_fence
+
+# What a terminal would obey rather than show: C0 and C1 controls (ESC starts every escape
+# sequence; 0x9b is a one-byte CSI), DEL, and the bidirectional overrides that reorder text.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 OBSERVATION_LINES = 30
 LIVE_LINES = 5  # lines of a running cell's output shown under its progress line
@@ -31,14 +39,17 @@ class _LiveProgress(Progress):
     def add_output(self, text: str) -> None:
         lines = (self._partial + text).split("\n")
         self._partial = lines.pop()
-        self.tail.extend(line[-200:] for line in lines)
+        # A carriage return redraws its line (progress bars): keep what the line shows last.
+        self.tail.extend(visible(line.rsplit("\r", 1)[-1])[-200:] for line in lines)
         self.refresh()
 
     def get_renderables(self):
         yield from super().get_renderables()
-        shown = [*self.tail, self._partial] if self._partial else list(self.tail)
+        partial = visible(self._partial.rsplit("\r", 1)[-1])
+        shown = [*self.tail, partial] if partial else list(self.tail)
         if shown:
             yield Text("\n".join(shown[-LIVE_LINES:]), style="dim")
+
 
 
 class EventDisplay:
@@ -54,6 +65,13 @@ class EventDisplay:
         self._mid_line = False
 
     def show(self, event: Event) -> None:
+        """Draw one event. Text from the model, tools and pages is shown, never obeyed (see :func:`visible`)."""
+        if isinstance(event, ToolStream):  # its carriage returns mean something: made visible line by line
+            self._update_progress(event.tool, None, None)
+            assert self._progress is not None
+            self._progress.add_output(event.text)
+            return
+        event = _visible_fields(event)
         if isinstance(event, Token):
             if self.stream_tokens:
                 self.console.print(Text(event.text, style="dim"), end="")
@@ -70,10 +88,6 @@ class EventDisplay:
                                      border_style="cyan"))
         elif isinstance(event, ToolProgress):
             self._update_progress(event.tool, event.message, event.fraction)
-        elif isinstance(event, ToolStream):
-            self._update_progress(event.tool, None, None)
-            assert self._progress is not None
-            self._progress.add_output(event.text)
         elif isinstance(event, Notice):
             self.console.print(Text(event.message, style="dim"))
         elif isinstance(event, ToolResult):
@@ -147,8 +161,32 @@ class EventDisplay:
 
 
 def error_line(message: str) -> Text:
-    """``error: message`` for stderr; the message is shown as written (no markup)."""
-    return Text.assemble(("error:", "red"), " ", message)
+    """``error: message`` for stderr; the message is shown as written (no markup, no control sequences)."""
+    return Text.assemble(("error:", "red"), " ", visible(message))
+
+
+def visible(text: str) -> str:
+    """``text`` with every control character spelled out (``\\x1b``, ``\\r``, ``\\u202e``) instead of obeyed.
+
+    Newlines and tabs stay. This is what keeps model output, cell output and page titles from
+    clearing the screen, setting the title, writing the clipboard (OSC 52) or hiding a line.
+    """
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _visible_fields(value: Any) -> Any:
+    """A copy of an event (or any value in it) with :func:`visible` applied to every string."""
+    if isinstance(value, str):
+        return visible(value)
+    if isinstance(value, Path):
+        return Path(visible(str(value)))
+    if isinstance(value, BaseModel):
+        return value.model_copy(update={name: _visible_fields(getattr(value, name)) for name in type(value).model_fields})
+    if isinstance(value, list):
+        return [_visible_fields(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _visible_fields(item) for key, item in value.items()}
+    return value
 
 
 def _call_body(call: ToolCall):

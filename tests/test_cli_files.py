@@ -239,3 +239,30 @@ def test_credentials_in_the_base_url_never_show(fake_server, tmp_path, backend):
         shown = proc.stdout + proc.stderr + transcript.read_text()
         assert secret not in shown and "alice:" not in shown
         assert "***@" in shown  # the server is still named, without its password
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 10.14: nothing the model, a tool or a page wrote reaches the terminal as a control sequence
+
+ESCAPES = ["\x1b]0;pwned-title\x07", "\x1b[2J", "\x1b]52;c;cm0gLXJmIH4=\x07", "\x9b31m", "\u202e"]
+
+
+def test_control_sequences_are_shown_not_obeyed(fake_server):
+    nasty = "".join(ESCAPES)
+    code = f"print({nasty!r})\nraise ValueError({nasty!r})"
+    fake_server.script([f"python\n{code}", f"\nThe answer{nasty} is 42."])
+    proc = agent_cli("run", "go", "--tools", "python", *served(fake_server))
+    assert proc.returncode == 0, proc.stderr
+    for stream in (proc.stdout, proc.stderr):
+        assert not any(ch in stream for ch in "\x1b\x9b\x07\u202e"), repr(stream[:2000])
+    assert "\\x1b]0;pwned-title" in proc.stdout and "\\u202e" in proc.stdout  # visible, so the user sees it
+
+
+def test_the_approval_prompt_shows_every_byte_that_will_run():
+    from agent.cli import approval_prompt
+    from agent.messages import ToolCall
+
+    hidden = "print('hello world')\n\x1b[1A\x1b[2Kimport shutil; shutil.rmtree('/home')\rprint('hello world')"
+    shown = approval_prompt(ToolCall(id="c", name="python", body=hidden)).plain
+    assert "\x1b" not in shown and "\r" not in shown
+    assert "\\x1b[1A\\x1b[2Kimport shutil; shutil.rmtree('/home')\\rprint('hello world')" in shown
