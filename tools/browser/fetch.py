@@ -26,10 +26,12 @@ from dataclasses import dataclass
 import anyio
 import httpcore
 import httpx
+import idna
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from agent.policy import BrowserSettings
 
+from .addresses import blocked_reason, ip_literal
 from .errors import BlockedURLError, FetchError, RobotsDisallowedError
 from .robots import RobotsRules
 
@@ -41,10 +43,6 @@ TRANSIENT_STATUSES = {429, 500, 502, 503, 504}
 ROBOTS_MAX_BYTES = 500_000  # RFC 9309 asks crawlers to read at least 500 KiB
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 @dataclass
@@ -61,39 +59,6 @@ class FetchResult:
 
 # ---------------------------------------------------------------------------------------------------
 # Addresses
-
-
-def blocked_reason(ip: IPAddress) -> str | None:
-    """Why ``ip`` is not a public address (``"a loopback address"``), or ``None`` when it is."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if embedded is None and ip in _NAT64:
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if embedded is not None:
-            reason = blocked_reason(embedded)
-            return reason.replace(" address", " IPv4 address") + " inside an IPv6 address" if reason else None
-    if ip.is_loopback:
-        return "a loopback address"
-    if ip.is_link_local:
-        return "a link-local address"
-    if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
-        return "a carrier-grade NAT address"
-    if ip.is_multicast:
-        return "a multicast address"
-    if ip.is_unspecified:
-        return "an unspecified address"
-    if ip.is_reserved:
-        return "a reserved address"
-    if ip.is_private or not ip.is_global:
-        return "a private address"
-    return None
-
-
-def ip_literal(host: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -244,10 +209,11 @@ class Fetcher:
         return parsed
 
     def domain_allowed(self, host: str) -> bool:
-        host = host.lower().rstrip(".")
+        """The policy's domain rules, compared in one form: IDNA ASCII (``bücher.example`` is ``xn--bcher-kva.example``)."""
+        host = idna_ascii(host)
 
         def matches(domains: list[str]) -> bool:
-            return any(host == d or host.endswith("." + d) for d in (d.lower().strip(".") for d in domains))
+            return any(host == d or host.endswith("." + d) for d in map(idna_ascii, domains))
 
         if matches(self.settings.deny_domains):
             return False
@@ -327,6 +293,15 @@ class Fetcher:
             return RobotsRules(disallow_all=True)
         text = result.body.decode(result.charset or "utf-8", errors="replace")
         return RobotsRules.parse(text, PRODUCT_TOKEN)
+
+
+def idna_ascii(domain: str) -> str:
+    """A domain name in the form DNS uses: lower case, IDNA (punycode) labels, no trailing dot."""
+    name = domain.strip().rstrip(".").lower()
+    try:
+        return idna.encode(name, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return name  # not a valid IDNA name: compared as written
 
 
 def parse_content_type(value: str) -> tuple[str, str | None]:

@@ -10,24 +10,47 @@ or ``Disallow: /*?session=`` would be ignored; this parser understands them.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 
 @dataclass(frozen=True)
 class Rule:
+    """One ``Allow``/``Disallow`` line: literal parts between ``*`` wildcards, maybe anchored by ``$``."""
+
     allow: bool
     pattern: str
-    regex: re.Pattern[str]
+    parts: tuple[str, ...]
+    anchored: bool
 
     @classmethod
     def of(cls, allow: bool, pattern: str) -> Rule:
         pattern = _normalize(pattern)
         anchored = pattern.endswith("$")
         body = pattern[:-1] if anchored else pattern
-        regex = ".*".join(re.escape(part) for part in body.split("*")) + ("$" if anchored else "")
-        return cls(allow, pattern, re.compile(regex, re.DOTALL))
+        return cls(allow, pattern, tuple(body.split("*")), anchored)
+
+    def matches(self, path: str) -> bool:
+        """Whether the rule covers ``path``, in time linear in its length (no backtracking).
+
+        With only ``*`` wildcards, taking each literal part at its earliest place is never worse
+        than a later one, so one left-to-right pass decides; an anchored last part must end the path.
+        """
+        first, *middle = self.parts
+        if not path.startswith(first):
+            return False
+        if not middle:
+            return not self.anchored or path == first
+        *middle, last = middle
+        position = len(first)
+        for part in middle:
+            found = path.find(part, position)
+            if found < 0:
+                return False
+            position = found + len(part)
+        if self.anchored:
+            return path.endswith(last) and len(path) - len(last) >= position
+        return path.find(last, position) >= 0
 
 
 @dataclass
@@ -79,7 +102,7 @@ class RobotsRules:
             return True
         best: Rule | None = None
         for rule in self.rules:
-            if rule.regex.match(path) and (
+            if rule.matches(path) and (
                 best is None
                 or len(rule.pattern) > len(best.pattern)
                 or (len(rule.pattern) == len(best.pattern) and rule.allow)  # ties go to Allow
