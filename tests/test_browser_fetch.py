@@ -67,7 +67,7 @@ async def test_at_most_five_redirects(site):
 
 async def test_a_slow_page_times_out(site):
     site.add("/slow", "late", delay=3.0)
-    with pytest.raises(FetchError, match=r"did not answer within 0.5 s"):
+    with pytest.raises(FetchError, match=r"did not finish within 0.5 s"):
         await fetch(local(timeout_s=0.5), site.url("/slow"))
     assert site.hits["/slow"] == 1  # a slow page is not retried
 
@@ -262,3 +262,48 @@ async def test_allow_and_deny_domains(site):
     site.add("/hop", status=302, headers={"Location": f"http://other.example:{site.port}/"})
     with pytest.raises(BlockedURLError, match="other.example"):  # redirects are checked too
         await fetch(settings, f"http://docs.example:{site.port}/hop", resolver=resolver)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Issue 10.12 and 10.9: one deadline per page; decompression bombs
+
+
+async def test_one_deadline_covers_robots_redirects_and_body(site):
+    """timeout_s once applied per hop and per robots.txt fetch: one open took 27 s with timeout_s = 5."""
+    import time
+
+    site.add("/robots.txt", "User-agent: *\nAllow: /\n", content_type="text/plain", delay=1.2)
+    for hop in range(4):
+        site.add(f"/hop{hop}", status=302, headers={"Location": f"/hop{hop + 1}"}, delay=1.2)
+    site.add("/hop4", "<p>end</p>", delay=1.2)
+    started = time.monotonic()
+    with pytest.raises(FetchError, match=r"did not finish within 2 s"):
+        await fetch(local(timeout_s=2.0, respect_robots=True), site.url("/hop0"))
+    assert time.monotonic() - started < 4.5  # each step alone is within the limit; all together are not
+
+
+def _gzip(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data, compresslevel=9)
+
+
+@pytest.mark.parametrize("layers", [["gzip"], ["gzip", "gzip"], ["deflate", "gzip"]])
+async def test_a_decompression_bomb_is_cut_at_the_page_limit(site, layers):
+    """`Content-Encoding: gzip, gzip` on a 5 KB body once took 6.2 GB and blocked the loop for 11-17 s."""
+    import time
+    import tracemalloc
+    import zlib
+
+    body = b"\0" * (200 * 2**20)  # 200 MB of zeros; each layer shrinks it a thousandfold
+    for coding in layers:
+        body = _gzip(body) if coding == "gzip" else zlib.compress(body, 9)
+    site.add("/bomb", body, content_type="text/plain", headers={"Content-Encoding": ", ".join(layers)})
+    tracemalloc.start()
+    started = time.monotonic()
+    result = await fetch(local(max_page_bytes=1_000_000), site.url("/bomb"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert result.truncated and len(result.body) == 1_000_000
+    assert peak < 64 * 2**20  # decoded incrementally: never the whole body in memory
+    assert time.monotonic() - started < 10

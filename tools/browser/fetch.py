@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -223,7 +224,19 @@ class Fetcher:
 
     async def fetch(self, url: str, *, accept: Callable[[str], bool] | None = None,
                     max_bytes: int | None = None, check_robots: bool = True) -> FetchResult:
-        """Fetch ``url``, following redirects; ``accept(media_type)`` refuses a body before it is read."""
+        """Fetch ``url``, following redirects; ``accept(media_type)`` refuses a body before it is read.
+
+        One deadline, ``timeout_s``, covers the whole page: robots.txt, every redirect, retries and the body.
+        """
+        timeout = self.settings.timeout_s
+        try:
+            return await asyncio.wait_for(self._fetch(url, accept, max_bytes, check_robots), timeout)
+        except asyncio.TimeoutError:  # asyncio.TimeoutError is TimeoutError from 3.11
+            raise FetchError(f"{url} did not finish within {timeout:g} s (robots.txt, redirects and the page "
+                             "together); raise [browser] timeout_s for slow sites.") from None
+
+    async def _fetch(self, url: str, accept: Callable[[str], bool] | None, max_bytes: int | None,
+                     check_robots: bool) -> FetchResult:
         current = self.check_url(url)
         for _ in range(MAX_REDIRECTS + 1):
             if check_robots and self.settings.respect_robots:
@@ -235,18 +248,16 @@ class Fetcher:
         raise FetchError(f"{url} redirected more than {MAX_REDIRECTS} times.")
 
     async def _get(self, url: httpx.URL, accept: Callable[[str], bool] | None, max_bytes: int) -> FetchResult | _Redirect:
-        timeout = self.settings.timeout_s
         try:
             async for attempt in AsyncRetrying(retry=retry_if_exception_type(_RETRYABLE), wait=self.retry_wait,
                                                stop=stop_after_attempt(self.settings.retries + 1), reraise=True):
                 with attempt:
-                    # httpx's timeouts bound each read; this bounds the whole attempt (a trickling body).
-                    return await asyncio.wait_for(self._get_once(url, accept, max_bytes), timeout)
+                    return await self._get_once(url, accept, max_bytes)
         except _TransientStatus as exc:
             raise FetchError(f"{url} answered HTTP {exc.status} after {self.settings.retries + 1} attempts.",
                              status=exc.status) from None
-        except (asyncio.TimeoutError, httpx.TimeoutException):  # asyncio.TimeoutError is TimeoutError from 3.11
-            raise FetchError(f"{url} did not answer within {timeout:g} s.") from None
+        except httpx.TimeoutException:
+            raise FetchError(f"{url} did not answer within {self.settings.timeout_s:g} s.") from None
         except httpx.HTTPError as exc:
             raise FetchError(f"Could not fetch {url}: {type(exc).__name__} {exc}".rstrip() + ".") from None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -264,6 +275,8 @@ class Fetcher:
             if accept is not None and media_type and not accept(media_type):
                 raise FetchError(f"{url} is {media_type}, which the browser cannot read (it reads HTML, text and PDF).")
             body, truncated = await _read_capped(response, max_bytes)
+            body, cut = await asyncio.to_thread(decode_body, body, response.headers.get("content-encoding", ""), max_bytes)
+            truncated = truncated or cut
             return FetchResult(url=str(response.url), status=status, content_type=media_type, charset=charset,
                                body=body, truncated=truncated)
 
@@ -316,12 +329,46 @@ def parse_content_type(value: str) -> tuple[str, str | None]:
 
 
 async def _read_capped(response: httpx.Response, max_bytes: int) -> tuple[bytes, bool]:
-    """The body up to ``max_bytes`` (decompressed), and whether it was cut there."""
+    """The body as sent (still compressed) up to ``max_bytes``, and whether it was cut there."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.aiter_raw():
         chunks.append(chunk)
         size += len(chunk)
         if size > max_bytes:
             return b"".join(chunks)[:max_bytes], True
     return b"".join(chunks), False
+
+
+_CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def decode_body(body: bytes, content_encoding: str, max_bytes: int) -> tuple[bytes, bool]:
+    """Undo each ``Content-Encoding`` layer, last applied first, never producing more than ``max_bytes``.
+
+    Every layer inflates into a bounded buffer (``max_length``), so a body that expands a
+    thousandfold per layer (a decompression bomb) costs at most ``max_bytes`` of memory per layer;
+    the result is cut at ``max_bytes`` and the second value says so. Run it off the event loop.
+    """
+    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip() and c.strip().lower() != "identity"]
+    cut = False
+    for coding in reversed(codings):
+        if coding not in _CODINGS:
+            raise FetchError(f"The page is encoded with {coding!r}, which the browser does not decode.")
+        body, layer_cut = _inflate(body, coding, max_bytes)
+        cut = cut or layer_cut
+    return body, cut
+
+
+def _inflate(data: bytes, coding: str, max_bytes: int) -> tuple[bytes, bool]:
+    wbits = _CODINGS[coding]
+    if coding == "deflate" and data[:1] and (data[0] & 0x0F) != 8:
+        wbits = -zlib.MAX_WBITS  # raw deflate, as some servers send it
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(data, max_bytes + 1)
+    except zlib.error as exc:
+        raise FetchError(f"The page's {coding} encoding is damaged ({exc}).") from None
+    if len(out) > max_bytes:
+        return out[:max_bytes], True
+    return out, False
