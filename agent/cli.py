@@ -60,24 +60,24 @@ BackendOpt = typer.Option(None, "--backend", help="With --base-url: 'chat' (nati
                                                   "'completions' (GLM-4 prompt rendered here).")
 ToolsOpt = typer.Option(None, "--tools", help="Comma-separated built-ins (python,simple_browser,cogview) or 'none'. "
                                               "Default: those the policy enables.")
-ModuleOpt = typer.Option(None, "--tools-module", help="A module or .py file whose @tool functions are added "
+ModuleOpt = typer.Option(None, "--tools-module", metavar="MODULE", help="A module or .py file whose @tool functions are added "
                                                       "(repeatable).")
 PolicyOpt = typer.Option("default", "--policy", help="default, strict, trusted, or a TOML file.")
-MaxStepsOpt = typer.Option(None, "--max-steps", min=1, help="Override the policy's [agent] max_steps.")
+MaxStepsOpt = typer.Option(None, "--max-steps", min=1, metavar="N", help="Override the policy's [agent] max_steps.")
 TranscriptOpt = typer.Option(None, "--transcript", help="Append the run's events (all but per-token ones) to this "
                                                           "JSONL file, flushed as they happen.")
 SystemOpt = typer.Option(None, "--system-prompt", help="Text for the system message.")
 YesOpt = typer.Option(False, "--yes", "-y", help="Approve every call of tools the policy marks require_approval.")
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks.")
-FileOpt = typer.Option(None, "--file", "-f", help="A file or folder to hand in (repeatable): copied to /mnt/data for "
+FileOpt = typer.Option(None, "--file", "-f", metavar="PATH", help="A file or folder to hand in (repeatable): copied to /mnt/data for "
                                                   "the python tool, or read as a document without it.")
-WorkdirOpt = typer.Option(None, "--workdir", help="Use this folder as /mnt/data itself: inputs are read from it and "
+WorkdirOpt = typer.Option(None, "--workdir", metavar="DIR", help="Use this folder as /mnt/data itself: inputs are read from it and "
                                                    "the files the code writes stay in it.")
 
 
 @app.command()
 def run(
-    task: str = typer.Argument(..., help="What the agent should do."),
+    task: str = typer.Argument(..., metavar="TASK", help="What the agent should do."),
     model: Optional[str] = ModelOpt, base_url: Optional[str] = BaseUrlOpt, api_key: Optional[str] = ApiKeyOpt,
     backend: Optional[Backend] = BackendOpt, tools: Optional[str] = ToolsOpt,
     tools_module: Optional[List[str]] = ModuleOpt, policy: str = PolicyOpt, max_steps: Optional[int] = MaxStepsOpt,
@@ -326,7 +326,7 @@ def _errors(debug: bool) -> Iterator[None]:
         yield
     except (typer.Exit, typer.Abort):
         raise
-    except (UsageError, FileInputError) as exc:
+    except (UsageError, FileInputError) as exc:  # what the user typed, or a file they named
         err.print(error_line(str(exc)))
         raise typer.Exit(EXIT_USAGE) from None
     except AgentError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -19,8 +20,8 @@ from pydantic import BaseModel
 from .policy import Policy
 
 Status = Literal["ok", "warn", "fail"]
-PER_PROCESS_FIX = ("until kernels get cgroups of their own, keep [sandbox] max_processes low: memory_mb and "
-                   "cpu_seconds apply to each process")
+PER_PROCESS_FIX = ("to bound a kernel in all, lower [sandbox] max_processes: memory_mb and cpu_seconds apply "
+                   "to each of its processes")
 
 
 class Finding(BaseModel):
@@ -83,23 +84,21 @@ def _sandbox(policy: Policy) -> list[Finding]:
 
 
 def _cgroups(policy: Policy) -> list[Finding]:
+    """Which cgroup controllers this machine offers. The sandbox does not use them yet: rlimits bound it."""
     mounts = _cgroup_mounts()
     limits_note = "The sandbox bounds each kernel with rlimits, which count per process, not per kernel"
+    parts = []
     if "cgroup2" in mounts:
         root = Path(mounts["cgroup2"][0])
-        controllers = set((root / "cgroup.controllers").read_text().split()) if (root / "cgroup.controllers").exists() else set()
+        controllers = (root / "cgroup.controllers").read_text().split() if (root / "cgroup.controllers").exists() else []
         own = _own_cgroup(root)
         writable = own is not None and os.access(own, os.W_OK)
-        detail = (f"cgroup v2 at {root} with {', '.join(sorted(controllers)) or 'no controllers'}; "
-                  f"{'this process may create child cgroups' if writable else 'no writable (delegated) cgroup for this process'}")
-        fix = (PER_PROCESS_FIX if writable
-               else "run as root, or under a delegated cgroup (systemd-run --user --scope -p Delegate=yes)")
-        return [Finding(check="cgroups", status="warn", detail=f"{detail}. {limits_note}", fix=fix)]
+        parts.append(f"cgroup v2 at {root} ({', '.join(controllers) or 'no controllers'}; "
+                     f"{'writable' if writable else 'not writable'} for this process)")
     if "cgroup" in mounts:
-        return [Finding(check="cgroups", status="warn", detail=f"cgroup v1 only ({', '.join(sorted(mounts['cgroup']))}). "
-                        f"{limits_note}", fix="boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1)")]
-    return [Finding(check="cgroups", status="warn", detail=f"no cgroup filesystem is mounted. {limits_note}",
-                    fix="mount cgroup2 at /sys/fs/cgroup")]
+        parts.append(f"cgroup v1 controllers {', '.join(sorted(mounts['cgroup']))}")
+    detail = "; ".join(parts) if parts else "no cgroup filesystem is mounted"
+    return [Finding(check="cgroups", status="warn", detail=f"{detail}. {limits_note}", fix=PER_PROCESS_FIX)]
 
 
 def _cgroup_mounts() -> dict[str, list[str]]:
@@ -161,8 +160,13 @@ def _weights(policy: Policy) -> list[Finding]:
             cached = False
         findings.append(Finding(check=check, status="ok" if cached else "warn",
                                 detail=f"{model} is {'in' if cached else 'not in'} the Hugging Face cache",
-                                fix="" if cached else f"huggingface-cli download {model} ({hint})"))
+                                fix="" if cached else f"{_hub_cli()} download {model} ({hint})"))
     return findings
+
+
+def _hub_cli() -> str:
+    """The Hugging Face command this machine has: ``hf`` (huggingface_hub 1.0+) or the older ``huggingface-cli``."""
+    return "hf" if shutil.which("hf") or not shutil.which("huggingface-cli") else "huggingface-cli"
 
 
 def _search(policy: Policy) -> list[Finding]:

@@ -5,6 +5,7 @@
 """
 
 import argparse
+import sys
 
 from agent import Agent
 from agent.models import OpenAIChatModel, TransformersModel
@@ -27,6 +28,8 @@ def main() -> None:
                 print(f"← {event.observation.content[:200]}")
             elif event.type == "run_finished":
                 result = event.result
+                if result.status == "error":
+                    sys.exit(f"error: {result.error}")
                 print(f"answer ({result.status}, {len(result.steps)} steps, "
                       f"{result.usage.prompt_tokens} prompt tokens): {result.answer}")
                 for artifact in result.artifacts:

@@ -38,6 +38,8 @@ async def main(base_url: str, model_name: str, use_chat_api: bool) -> None:
             elif event.type == "tool_result":
                 print(f"\n[{event.observation.tool}] {event.observation.content}")
             elif event.type == "run_finished":
+                if event.result.status == "error":
+                    sys.exit(f"\nerror: {event.result.error}")
                 print(f"\n=> {event.result.answer}")
 
 

@@ -172,6 +172,17 @@ def test_example_analyse_csv_runs(fake_server, tmp_path):
     assert "/mnt/data/sales.csv (text/csv" in fake_server.posts[0].prompt
 
 
+@pytest.mark.parametrize("example", ["analyse_csv.py", "embedding.py", "served_model.py"])
+def test_examples_report_a_failed_run_as_a_failure(example, tmp_path):
+    args = {"analyse_csv.py": ["--demo", "--base-url", "http://127.0.0.1:9/v1", "--model", "x"],
+            "embedding.py": ["hi", "--base-url", "http://127.0.0.1:9/v1", "--model", "x", "--tools", ""],
+            "served_model.py": ["http://127.0.0.1:9/v1", "x"]}[example]
+    proc = subprocess.run([sys.executable, str(EXAMPLES / example), *args], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 1 and "error:" in proc.stderr and "127.0.0.1:9" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_example_embedding_runs(fake_server):
     fake_server.script(["\nNo tools needed: 42."])
     proc = subprocess.run([sys.executable, str(EXAMPLES / "embedding.py"), "What is 6*7?", "--base-url",
