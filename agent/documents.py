@@ -17,11 +17,15 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from .confined import ConfinedError, run_confined
 from .files import InputFile, listing
 
 # The block GLM-4's composite demo puts before the user's question for each document.
 FILE_TEMPLATE = "[File Name]\n{name}\n[File Content]\n{content}"
 HARD_FOR_CODE = {".pdf", ".docx", ".pptx"}  # read as text even when the python tool has the file
+MAX_PDF_PAGES = 300
+DOCUMENT_DEADLINE_S = 60.0  # one document, read in a child process
+DOCUMENT_MEMORY_MB = 2048
 
 
 def describe_files(files: list[InputFile], location: str | None, limit: int) -> str:
@@ -44,16 +48,43 @@ def read_documents(files: list[InputFile], limit: int) -> str:
 
 
 def read_document(path: Path, limit: int) -> str:
-    """A document's text, cut to ``limit`` characters with a note; never raises."""
-    reader = _READERS.get(path.suffix.lower(), _read_text)
+    """A document's text, cut to ``limit`` characters with a note; never raises.
+
+    It is read in a child process with a deadline and memory and CPU limits (:mod:`agent.confined`):
+    a crafted PDF or a zip bomb costs at most that, and stops when the limit does.
+    """
     try:
-        text = reader(path)
-    except Exception as exc:  # a damaged or encrypted file: say so, the conversation goes on
-        return f"(this file could not be read as a document: {type(exc).__name__}: {exc})"
+        text = run_confined("agent.documents:_read_confined", str(path).encode(), timeout_s=DOCUMENT_DEADLINE_S,
+                            memory_mb=DOCUMENT_MEMORY_MB)
+    except ConfinedError as exc:  # damaged, encrypted, hostile: say so, the conversation goes on
+        return f"(this file could not be read as a document: {exc})"
     if len(text) > limit:
         cut = len(text) - limit
         text = f"{text[:limit]}\n[… {cut} more characters of this document were cut ([files] max_document_chars)]"
     return text
+
+
+def pdf_text(data: bytes, max_pages: int = MAX_PDF_PAGES) -> dict:
+    """The text of each page (up to ``max_pages``), the PDF's title and its page count. Run it confined."""
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(data))
+    if reader.is_encrypted and not reader.decrypt(""):
+        return {"encrypted": True, "pages": [], "title": "", "count": 0}
+    pages = [page.extract_text() or "" for page in reader.pages[:max_pages]]
+    title = str((reader.metadata.title if reader.metadata else None) or "")
+    return {"encrypted": False, "pages": pages, "title": title, "count": len(reader.pages)}
+
+
+def read_pdf(data: bytes, *, timeout_s: float = DOCUMENT_DEADLINE_S) -> dict:
+    """:func:`pdf_text` in a confined child process; raises :class:`ConfinedError` with the reason."""
+    return run_confined("agent.documents:pdf_text", data, timeout_s=timeout_s, memory_mb=DOCUMENT_MEMORY_MB)
+
+
+def _read_confined(payload: bytes) -> str:
+    """In the child: the whole document's text, by its format's reader."""
+    path = Path(payload.decode())
+    return _READERS.get(path.suffix.lower(), _read_text)(path)
 
 
 def _read_text(path: Path) -> str:
@@ -73,10 +104,13 @@ def _read_text(path: Path) -> str:
 
 
 def _read_pdf(path: Path) -> str:
-    from pypdf import PdfReader
-
-    pages = PdfReader(path).pages
-    return "\n\n".join(f"--- page {i} ---\n{page.extract_text() or ''}".rstrip() for i, page in enumerate(pages, 1))
+    pdf = pdf_text(path.read_bytes())
+    if pdf["encrypted"]:
+        raise ValueError("the PDF is encrypted; it cannot be read without its password")
+    text = "\n\n".join(f"--- page {i} ---\n{page}".rstrip() for i, page in enumerate(pdf["pages"], 1))
+    if pdf["count"] > len(pdf["pages"]):
+        text += f"\n\n[only the first {len(pdf['pages'])} of {pdf['count']} pages were read]"
+    return text
 
 
 def _read_docx(path: Path) -> str:

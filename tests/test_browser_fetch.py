@@ -307,3 +307,51 @@ async def test_a_decompression_bomb_is_cut_at_the_page_limit(site, layers):
     assert result.truncated and len(result.body) == 1_000_000
     assert peak < 64 * 2**20  # decoded incrementally: never the whole body in memory
     assert time.monotonic() - started < 10
+
+
+def _children() -> set[int]:
+    import os
+
+    me = str(os.getpid())
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat", "rb").read()
+            except OSError:
+                continue
+            if stat[stat.rfind(b")") + 2:].split()[1].decode() == me:
+                found.add(int(entry))
+    return found
+
+
+def test_a_pdf_made_to_burn_cpu_is_stopped_at_its_deadline(monkeypatch):
+    """Issue 10.11: a 13 KB PDF once took ~49 s of CPU in a reader thread that outlived the run."""
+    import time
+
+    from tools.browser import reader as reader_module
+    from tools.browser.fetch import FetchResult
+    from tools.browser.testing import make_slow_pdf
+
+    monkeypatch.setattr(reader_module, "PDF_DEADLINE_S", 3.0)
+    before = _children()
+    started = time.monotonic()
+    body = make_slow_pdf()
+    with pytest.raises(FetchError, match=r"not a readable PDF \(it took longer than 3 s, so it was stopped\)"):
+        read(FetchResult(url="http://x/slow.pdf", status=200, content_type="application/pdf", charset=None, body=body))
+    assert time.monotonic() - started < 15
+    assert _children() <= before  # the parser is gone, not left running
+
+
+def test_a_slow_pdf_handed_in_as_a_document_is_stopped_too(monkeypatch, tmp_path):
+    import time
+
+    from agent import documents
+    from tools.browser.testing import make_slow_pdf
+
+    monkeypatch.setattr(documents, "DOCUMENT_DEADLINE_S", 3.0)
+    (tmp_path / "slow.pdf").write_bytes(make_slow_pdf())
+    started = time.monotonic()
+    text = documents.read_document(tmp_path / "slow.pdf", 10_000)
+    assert "could not be read as a document: it took longer than 3 s" in text
+    assert time.monotonic() - started < 15

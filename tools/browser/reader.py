@@ -25,7 +25,6 @@ PDFs are read with pypdf (pure Python), page by page. Other content types are re
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
@@ -33,6 +32,9 @@ from urllib.parse import urljoin, urlsplit
 from bs4 import BeautifulSoup, Comment, NavigableString, Tag
 from bs4.dammit import UnicodeDammit
 from markdownify import MarkdownConverter
+
+from agent.confined import ConfinedError
+from agent.documents import MAX_PDF_PAGES, read_pdf
 
 from .errors import FetchError
 from .fetch import FetchResult
@@ -47,7 +49,7 @@ HTML_TYPES = {"text/html", "application/xhtml+xml"}
 PDF_TYPES = {"application/pdf", "application/x-pdf"}
 TEXT_TYPES = {"text/plain", "text/markdown", "text/x-markdown", "text/csv", "application/json"}
 SNIFF_TYPES = {"application/octet-stream", "binary/octet-stream"}  # often PDFs; decided by their bytes
-MAX_PDF_PAGES = 300
+PDF_DEADLINE_S = 30.0  # parsing one PDF, in a child process that is killed then
 
 
 @dataclass
@@ -296,25 +298,17 @@ def _tidy(markdown: str) -> str:
 
 
 def pdf_to_document(data: bytes, url: str, *, truncated: bool = False) -> Document:
-    """The text of a PDF, page by page, with pypdf (pure Python)."""
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
-
+    """The text of a PDF, page by page, with pypdf, parsed in a child process under a deadline and limits."""
     if truncated:
         raise FetchError(f"{url} is a PDF larger than the policy's max_page_bytes ({len(data):,} bytes), so it cannot be read.")
     try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise FetchError(f"{url} is an encrypted PDF; it cannot be read without its password.")
-        pages = []
-        for number, page in enumerate(reader.pages[:MAX_PDF_PAGES], start=1):
-            pages.append(f"--- Page {number} ---\n{(page.extract_text() or '').strip()}")
-        metadata_title = (reader.metadata.title if reader.metadata else None) or ""
-        count = len(reader.pages)
-    except FetchError:
-        raise
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-        raise FetchError(f"{url} is not a readable PDF ({type(exc).__name__}: {exc}).") from None
+        pdf = read_pdf(data, timeout_s=PDF_DEADLINE_S)
+    except ConfinedError as exc:
+        raise FetchError(f"{url} is not a readable PDF ({exc}).") from None
+    if pdf["encrypted"]:
+        raise FetchError(f"{url} is an encrypted PDF; it cannot be read without its password.")
+    pages = [f"--- Page {number} ---\n{text.strip()}" for number, text in enumerate(pdf["pages"], start=1)]
+    count = pdf["count"]
     notes = [f"Only the first {MAX_PDF_PAGES} of {count} pages were read."] if count > MAX_PDF_PAGES else []
-    title = clean_inline(str(metadata_title)) or urlsplit(url).path.rsplit("/", 1)[-1]
+    title = clean_inline(pdf["title"]) or urlsplit(url).path.rsplit("/", 1)[-1]
     return Document(url=url, title=title, text="\n\n".join(pages).translate(_SENTINELS), kind="pdf", notes=notes)
