@@ -233,10 +233,32 @@ def doctor(
             raise typer.Exit(EXIT_ERROR)
 
 
+def hide_from_process_list(secret: str) -> None:
+    """Overwrite ``secret`` where ``ps`` and ``/proc/<pid>/cmdline`` read our command line (Linux).
+
+    A key given as ``--api-key`` would otherwise stay readable to every process of the machine, a
+    sandbox's kernel included, for as long as the agent runs. Best effort: elsewhere, a no-op.
+    """
+    needle = secret.encode()
+    try:
+        fields = Path("/proc/self/stat").read_bytes().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48 and 49 of stat)
+        with open("/proc/self/mem", "r+b", buffering=0) as memory:
+            memory.seek(start)
+            args = memory.read(end - start)
+            if needle and needle in args:
+                memory.seek(start)
+                memory.write(args.replace(needle, b"*" * len(needle)))
+    except (OSError, ValueError, IndexError):
+        pass
+
+
 def _build_agent(model: str | None, base_url: str | None, api_key: str | None, backend: Backend | None,
                  tools: str | None, tools_module: list[str] | None, policy: str, max_steps: int | None,
                  transcript: Path | None, system_prompt: str | None, yes: bool, interactive: bool,
                  files: list[Path] | None = None, workdir: Path | None = None) -> Agent:
+    if api_key:
+        hide_from_process_list(api_key)
     loaded_policy = load_policy(policy)
     if max_steps is not None:
         loaded_policy.agent.max_steps = max_steps

@@ -329,7 +329,9 @@ def _confine_and_exec(config: dict, supervisor: int) -> None:
     if config.get("expose"):
         expose_paths(config["expose"])
     rules = config["landlock"]
-    ruleset = landlock_ruleset(rules["read"], rules["write"], rules["devices"], deny_network=config["deny_network"])
+    # Its own /proc/<pid> (also reached as /proc/self), which exec keeps; other processes' are hidden.
+    read = [*rules["read"], f"/proc/{os.getpid()}"]
+    ruleset = landlock_ruleset(read, rules["write"], rules["devices"], deny_network=config["deny_network"])
     set_rlimits(config["rlimits"])
     if config.get("uid") is not None:
         drop_privileges(config["uid"], config["gid"])

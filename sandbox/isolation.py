@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,10 @@ _ETC = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "n
         "resolv.conf", "host.conf", "gai.conf", "ssl", "ca-certificates", "fonts", "mime.types", "protocols",
         "services"]
 _SYSTEM = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"]
+# /proc without other processes (their command lines and environments hold secrets): the kernel's
+# own /proc/<pid> is added by the launcher, which knows the pid; these are machine-wide, not per process.
+_PROC = ["/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/proc/loadavg", "/proc/uptime", "/proc/version",
+         "/proc/filesystems", "/proc/swaps", "/proc/sys"]
 _DEVICES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
 
 TIER_NAMES = {"bwrap": "bwrap (bubblewrap namespaces + seccomp)", "landlock": "landlock (Landlock + seccomp, no namespaces)",
@@ -64,10 +69,15 @@ class KernelDirs:
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    """How to start one kernel: the host command and where the kernel sees its directories."""
+    """How to start one kernel: the host command, and the ``ip`` of its ipc channels for each side.
+
+    The channels are Unix sockets named ``<ip>-<port>``; an ``ip`` starting with ``@`` names
+    abstract sockets, which have no file anyone could find or connect to by path.
+    """
 
     argv: list[str]
-    kernel_runtime: str
+    kernel_ip: str  # as the kernel binds its channels
+    client_ip: str  # as the host connects to them
     tier: str
 
 
@@ -255,7 +265,8 @@ def plan_launch(tier: str, settings: SandboxSettings, dirs: KernelDirs, uid: int
         # Inside bubblewrap the netns already cuts IPv4/IPv6; the filter still refuses the socket
         # families a netns does not isolate (vsock and the like).
         outer = {"mode": "outer", "argv": _bwrap_argv(settings, dirs, python, wrapped), "deny_network": False, "env": {}}
-        return LaunchPlan(_launcher_argv(outer), RUNTIME_DIR, tier)
+        # The kernel's own mount namespace shows it only its runtime folder: path sockets are private.
+        return LaunchPlan(_launcher_argv(outer), f"{RUNTIME_DIR}/ipc", f"{dirs.runtime}/ipc", tier)
     if tier == "landlock":
         if uid is None:
             # Not root: RLIMIT_NPROC counts all of our user's processes, so allow what runs now plus the budget.
@@ -266,18 +277,22 @@ def plan_launch(tier: str, settings: SandboxSettings, dirs: KernelDirs, uid: int
             "uid": uid, "gid": gid, "expose": _unreachable_python(python) if uid is not None else {},
             "deny_network": not settings.network,
             "landlock": {
-                "read": [*_SYSTEM, *python.paths, *(f"/etc/{n}" for n in _ETC), "/proc",
+                "read": [*_SYSTEM, *python.paths, *(f"/etc/{n}" for n in _ETC), *_PROC,
                          "/sys/devices/system/cpu"],
                 "write": [str(dirs.workdir), str(dirs.runtime), str(dirs.tmp)],
                 "devices": _DEVICES,
             },
         }
-        return LaunchPlan(_launcher_argv(config), str(dirs.runtime), tier)
+        # Without a mount namespace, a path socket is reachable by any process of the same uid (every
+        # kernel of a normal user). Abstract sockets are not, once Landlock (ABI 6) scopes them: a
+        # sandboxed process cannot connect to one created outside its own domain; the host can.
+        ip = f"@glm-kernel-{secrets.token_hex(16)}" if landlock_abi() >= 6 else f"{dirs.runtime}/ipc"
+        return LaunchPlan(_launcher_argv(config), ip, ip, tier)
     if tier == "none":
         limits.pop("NPROC")  # would count every process of our user
         config = {"mode": "none", "argv": command or kernel_argv(str(dirs.runtime), python),
                   "env": kernel_env(str(dirs.tmp), threads, python), "cwd": str(dirs.workdir), "rlimits": limits}
-        return LaunchPlan(_launcher_argv(config), str(dirs.runtime), tier)
+        return LaunchPlan(_launcher_argv(config), f"{dirs.runtime}/ipc", f"{dirs.runtime}/ipc", tier)
     raise ValueError(f"unknown isolation tier {tier!r}")
 
 
@@ -333,7 +348,7 @@ def _probe(tier: str, python: str | None) -> str | None:
     if tier == "bwrap" and not shutil.which("bwrap"):
         return "bubblewrap (bwrap) is not installed"
     if tier == "landlock":
-        abi = _landlock_abi()
+        abi = landlock_abi()
         if abi < 4:
             return (f"this Linux kernel's Landlock ABI is {abi}; version 4 (Linux 6.7+, landlock in the LSM list) "
                     "is needed to cut the network")
@@ -372,7 +387,9 @@ def _probe(tier: str, python: str | None) -> str | None:
     return None
 
 
-def _landlock_abi() -> int:
+@functools.cache
+def landlock_abi() -> int:
+    """The Landlock ABI version of the running Linux kernel (0: none). Asked once per process."""
     done = subprocess.run(_launcher_argv({"mode": "probe"}), capture_output=True, text=True, env={}, timeout=10)
     try:
         return int(done.stdout.strip())

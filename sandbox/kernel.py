@@ -157,7 +157,7 @@ class Kernel:
                 "shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
         plan = isolation.plan_launch(self.tier, self.settings, self.dirs, self.uid)
         connection = runtime / "connection.json"
-        connection.write_text(json.dumps({**info, "ip": f"{plan.kernel_runtime}/ipc"}))
+        connection.write_text(json.dumps({**info, "ip": plan.kernel_ip}))
         os.chmod(connection, 0o600)
         if self.uid is not None:
             os.chown(connection, self.uid, self.uid)
@@ -170,7 +170,7 @@ class Kernel:
         self._reaped = False
         self._pidfd = _pidfd_open(self._proc.pid)
         client = BlockingKernelClient(context=_context())
-        client.load_connection_info({**info, "ip": f"{runtime}/ipc"})
+        client.load_connection_info({**info, "ip": plan.client_ip})
         client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
         self._client = client
 

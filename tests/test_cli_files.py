@@ -266,3 +266,20 @@ def test_the_approval_prompt_shows_every_byte_that_will_run():
     shown = approval_prompt(ToolCall(id="c", name="python", body=hidden)).plain
     assert "\x1b" not in shown and "\r" not in shown
     assert "\\x1b[1A\\x1b[2Kimport shutil; shutil.rmtree('/home')\\rprint('hello world')" in shown
+
+
+def test_an_api_key_on_the_command_line_is_hidden_from_the_process_list(fake_server, tmp_path):
+    """Issue 10.4: never leave a secret on a command line that other processes (a sandbox) can read."""
+    secret = "sk-visible-" + "x" * 12
+    proc = _start(["chat", "--tools", "none", "--api-key", secret, *served(fake_server)], tmp_path,
+                  stdin=subprocess.PIPE)
+    try:
+        cmdline = Path(f"/proc/{proc.pid}/cmdline")
+        _wait_for(lambda: secret.encode() not in cmdline.read_bytes())
+        assert b"--api-key" in cmdline.read_bytes() and b"*" * len(secret) in cmdline.read_bytes()
+        fake_server.script(["\nhello"])
+        stdout, stderr = proc.communicate("hi\n/exit\n", timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert fake_server.posts[0].headers.get("authorization") == f"Bearer {secret}"  # the key itself still works

@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+import zmq
 
 from agent.policy import SandboxSettings
 from sandbox import Sandbox, tier_problem
+from sandbox import isolation
 from sandbox import kernel as kernel_module
 
 TIERS = ["bwrap", "landlock"]
@@ -521,3 +523,54 @@ def test_an_image_flood_is_capped_and_fake_pngs_are_dropped(sb):
     assert len(result.images) == kernel_module.MAX_IMAGES
     assert all(image.startswith(b"\x89PNG\r\n\x1a\n") and len(image) < 2**20 for image in result.images)
     assert "not kept" in result.stdout and "not a PNG" in result.stdout and "too large" in result.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 10.3-10.4: other sessions' kernels and host processes are out of reach
+
+
+def test_a_kernel_cannot_reach_another_kernels_channels_even_under_the_same_uid(monkeypatch):
+    """Landlock tier, as a normal user runs it: every kernel shares the user's uid. One session once
+    subscribed to another's output socket and read its code and output."""
+    require("landlock")
+    uid = isolation.allocate_uid()
+    monkeypatch.setattr(isolation, "allocate_uid", lambda: uid)  # both kernels under one uid, as without root
+    monkeypatch.setattr(isolation, "release_uid", lambda _uid: None)
+    try:
+        with Sandbox(settings("landlock")) as victim, Sandbox(settings("landlock")) as attacker:
+            address = victim._kernel._client.iopub_channel.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+            target = address.removeprefix("ipc://")
+            code = ("import socket\ns = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+                    f"target = {target!r}\n"
+                    "s.connect('\\0' + target[1:] if target.startswith('@') else target)\nprint('connected')")
+            result = run(attacker, code)
+            assert result.error is not None and "connected" not in result.stdout, (address, result)
+            assert run(victim, "print('still private')").stdout == "still private\n"
+    finally:
+        isolation.sweep_uid(uid)
+        isolation._uids_in_use.discard(uid)
+
+
+def test_host_processes_command_lines_are_not_readable(sb):
+    """Issue 10.4: Landlock-tier code read --api-key from the host process's /proc/<pid>/cmdline."""
+    secret = "sk-" + secrets.token_hex(8)
+    host = subprocess.Popen(["python3", "-c", "import time; time.sleep(60)", f"--api-key={secret}"],
+                            env={**os.environ, "OPENAI_API_KEY": secret})
+    try:
+        result = run(sb, "import os\nfound = []\n"
+                         "try: pids = os.listdir('/proc')\n"
+                         f"except OSError: pids = [str(p) for p in range(1, 70000)] + [{str(host.pid)!r}]\n"
+                         "for pid in pids:\n"
+                         "    for part in ('cmdline', 'environ'):\n"
+                         "        try: found.append(open(f'/proc/{pid}/{part}', 'rb').read())\n"
+                         "        except OSError: pass\n"
+                         f"print(any({secret.encode()!r} in data for data in found))\n"
+                         f"try: print(open('/proc/{os.getpid()}/cmdline').read()[:20])\n"
+                         "except OSError as e: print(type(e).__name__)")
+        assert result.stdout.splitlines()[0] == "False", result
+        assert result.stdout.splitlines()[1] in ("FileNotFoundError", "PermissionError"), result
+        assert run(sb, "import os\nlen(open('/proc/self/status').read()) > 0").result == "True"
+        assert run(sb, "import os\nos.cpu_count() > 0").result == "True"
+    finally:
+        host.kill()
+        host.wait()
