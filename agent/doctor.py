@@ -84,21 +84,20 @@ def _sandbox(policy: Policy) -> list[Finding]:
 
 
 def _cgroups(policy: Policy) -> list[Finding]:
-    """Which cgroup controllers this machine offers. The sandbox does not use them yet: rlimits bound it."""
+    """Whether each kernel gets a cgroup (memory, processes, CPU for all its processes together)."""
+    from sandbox.cgroups import cgroup_problem
+
+    problem = cgroup_problem()
     mounts = _cgroup_mounts()
-    limits_note = "The sandbox bounds each kernel with rlimits, which count per process, not per kernel"
-    parts = []
-    if "cgroup2" in mounts:
-        root = Path(mounts["cgroup2"][0])
-        controllers = (root / "cgroup.controllers").read_text().split() if (root / "cgroup.controllers").exists() else []
-        own = _own_cgroup(root)
-        writable = own is not None and os.access(own, os.W_OK)
-        parts.append(f"cgroup v2 at {root} ({', '.join(controllers) or 'no controllers'}; "
-                     f"{'writable' if writable else 'not writable'} for this process)")
-    if "cgroup" in mounts:
-        parts.append(f"cgroup v1 controllers {', '.join(sorted(mounts['cgroup']))}")
-    detail = "; ".join(parts) if parts else "no cgroup filesystem is mounted"
-    return [Finding(check="cgroups", status="warn", detail=f"{detail}. {limits_note}", fix=PER_PROCESS_FIX)]
+    seen = ", ".join([*(f"v2 at {path}" for path in mounts.get("cgroup2", [])),
+                      *([f"v1 {', '.join(sorted(mounts['cgroup']))}"] if "cgroup" in mounts else [])]) or "none mounted"
+    if problem is None:
+        return [Finding(check="cgroups", status="ok",
+                        detail=f"each kernel gets a cgroup: memory_mb, max_processes and cpu_seconds bound all its "
+                               f"processes together (cgroups: {seen})")]
+    return [Finding(check="cgroups", status="warn",
+                    detail=f"no per-kernel cgroup ({problem}); memory_mb and cpu_seconds then apply to each process "
+                           f"of a kernel separately (cgroups: {seen})", fix=PER_PROCESS_FIX)]
 
 
 def _cgroup_mounts() -> dict[str, list[str]]:
@@ -115,16 +114,6 @@ def _cgroup_mounts() -> dict[str, list[str]]:
         elif len(fields) >= 4 and fields[2] == "cgroup":
             found.setdefault("cgroup", []).append(os.path.basename(fields[1]))
     return found
-
-
-def _own_cgroup(root: Path) -> Path | None:
-    try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            if line.startswith("0::"):
-                return root / line[3:].lstrip("/")
-    except OSError:
-        pass
-    return None
 
 
 def _gpu(policy: Policy) -> list[Finding]:

@@ -66,6 +66,9 @@ class SandboxSettings(_Section):
     startup_timeout_s: float = Field(60.0, gt=0, description="wall time for a kernel to start")
     output_bytes: int = Field(20_000, ge=256, description="characters of output kept per stream and cell")
     tmp_mb: int = Field(256, ge=16, description="size of the kernel's private /tmp (bubblewrap tier)")
+    disk_mb: int = Field(1024, ge=16, description="bytes the kernel's own /mnt/data may hold (as root; not a "
+                                                  "--workdir of the user's); they count as memory too")
+    max_files: int = Field(10_000, ge=100, description="files and folders the kernel's own /mnt/data may hold (as root)")
     network: bool = False
     pool_size: int = Field(1, ge=0, description="kernels started ahead")
     preload: list[str] = Field(default_factory=lambda: ["numpy", "sympy", "matplotlib.pyplot", "pandas"],

@@ -262,7 +262,15 @@ def _add_path_rule(ruleset: int, path: str, rights: int) -> None:
 # modes
 
 
+def join_cgroup(config: dict) -> None:
+    """Move this process into the kernel's cgroup; everything it starts from now on is counted there."""
+    for procs in config.get("cgroup", []):
+        with open(procs, "w") as file:
+            file.write(str(os.getpid()))
+
+
 def run_outer(config: dict) -> None:
+    join_cgroup(config)
     argv = list(config["argv"])
     if "@SECCOMP_FD@" in argv:
         fd = os.memfd_create("sandbox-seccomp", 0)
@@ -287,6 +295,7 @@ def run_none(config: dict) -> None:
 
 
 def run_landlock(config: dict) -> None:
+    join_cgroup(config)
     host = os.getppid()
     _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans (setsid, double fork) come back to us, to be killed
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from agent.policy import SandboxSettings
 
+from .cgroups import cgroup_problem
 from .errors import SandboxError, SandboxUnavailableError
 from .interpreter import Interpreter, find_interpreter
 
@@ -250,8 +251,11 @@ def _bwrap_argv(settings: SandboxSettings, dirs: KernelDirs, python: Interpreter
 
 
 def plan_launch(tier: str, settings: SandboxSettings, dirs: KernelDirs, uid: int | None,
-                command: list[str] | None = None) -> LaunchPlan:
-    """The host command that starts a kernel (or ``command``, for probes) under ``tier``."""
+                command: list[str] | None = None, cgroup: list[str] | None = None) -> LaunchPlan:
+    """The host command that starts a kernel (or ``command``, for probes) under ``tier``.
+
+    ``cgroup``: the ``cgroup.procs`` files the launcher joins before it starts the sandbox.
+    """
     python = find_interpreter(settings.python)
     if command is None:
         python.require_ipykernel()
@@ -264,7 +268,8 @@ def plan_launch(tier: str, settings: SandboxSettings, dirs: KernelDirs, uid: int
         wrapped = [python.executable, "-I", "-S", _INNER_LAUNCHER, json.dumps(inner)]
         # Inside bubblewrap the netns already cuts IPv4/IPv6; the filter still refuses the socket
         # families a netns does not isolate (vsock and the like).
-        outer = {"mode": "outer", "argv": _bwrap_argv(settings, dirs, python, wrapped), "deny_network": False, "env": {}}
+        outer = {"mode": "outer", "argv": _bwrap_argv(settings, dirs, python, wrapped), "deny_network": False, "env": {},
+                 "cgroup": cgroup or []}
         # The kernel's own mount namespace shows it only its runtime folder: path sockets are private.
         return LaunchPlan(_launcher_argv(outer), f"{RUNTIME_DIR}/ipc", f"{dirs.runtime}/ipc", tier)
     if tier == "landlock":
@@ -272,7 +277,7 @@ def plan_launch(tier: str, settings: SandboxSettings, dirs: KernelDirs, uid: int
             # Not root: RLIMIT_NPROC counts all of our user's processes, so allow what runs now plus the budget.
             limits["NPROC"] = _processes_of(os.getuid()) + settings.max_processes
         config = {
-            "mode": "landlock", "argv": command or kernel_argv(str(dirs.runtime), python),
+            "mode": "landlock", "argv": command or kernel_argv(str(dirs.runtime), python), "cgroup": cgroup or [],
             "env": kernel_env(str(dirs.tmp), threads, python), "cwd": str(dirs.workdir), "rlimits": limits,
             "uid": uid, "gid": gid, "expose": _unreachable_python(python) if uid is not None else {},
             "deny_network": not settings.network,
@@ -435,10 +440,14 @@ def describe_isolation(requested: str, python: str | None = None) -> str:
     """
     tier = resolve_isolation(requested, python)
     name = TIER_NAMES[tier]
-    if tier == "bwrap":
-        return name
     if tier == "none":
         return f"{name}: the policy turns OS isolation off (isolation = 'none')"
+    problem = cgroup_problem()
+    limits = ("; memory, processes and CPU bounded per kernel (cgroup)" if problem is None else
+              f"; limits per process only, no per-kernel cgroup ({problem})")
+    if tier == "bwrap":
+        return name + limits
     if requested == "landlock":
-        return f"{name}, as the policy asks"
-    return f"{name}, because bubblewrap cannot run here ({tier_problem('bwrap', python)}): {INSTALL_HINT} for the stronger tier"
+        return f"{name}, as the policy asks{limits}"
+    return (f"{name}, because bubblewrap cannot run here ({tier_problem('bwrap', python)}): {INSTALL_HINT} for the "
+            f"stronger tier{limits}")

@@ -32,10 +32,12 @@ from agent.policy import SandboxSettings
 from . import isolation
 from .errors import KernelStartError, SandboxClosedError
 from .results import CappedText, ExecutionError, ExecutionResult, clean_text, strip_ansi
-from .workdir import chown_tree, remove_tree
+from .cgroups import KernelCgroup, create_cgroup
+from .workdir import cap_folder, chown_tree, remove_tree, uncap_folder
 
 OutputHook = Callable[[str, str], None]  # (stream, text), called as a cell prints
 
+CPU_CHECK_S = 0.25  # how often a running cell's cgroup CPU time is read
 MAX_IMAGES = 20  # kept per cell
 MAX_IMAGE_BYTES = 16 * 1024 * 1024  # one image; a plot is a few hundred KB
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a hostile kernel cannot make us buffer more than this per message
@@ -103,10 +105,15 @@ class Kernel:
                     self._workdir_owner = (st.st_uid, st.st_gid)
                     chown_tree(workdir, self.uid, self.uid)
             self.dirs = isolation.make_dirs(self._dir, self.uid, workdir)
+            # Its own /mnt/data (never a folder of the user's) gets a size and a file count.
+            self._capped = self._owns_workdir and tier != "none" and cap_folder(
+                self.dirs.workdir, settings.disk_mb, settings.max_files, self.uid)
         except BaseException:
             isolation.release_uid(self.uid)  # nothing ever ran under it
             raise
         self._proc: subprocess.Popen | None = None
+        self._cgroup: KernelCgroup | None = None
+        self._cpu_spent = False  # the kernel was stopped for its cgroup's CPU budget
         self._reaped = False  # the process is gone and its uid swept
         self._pidfd: int | None = None
         self._client: BlockingKernelClient | None = None
@@ -155,7 +162,10 @@ class Kernel:
             remove_tree(stale)
         info = {"transport": "ipc", "signature_scheme": "hmac-sha256", "key": key, "kernel_name": "python3",
                 "shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
-        plan = isolation.plan_launch(self.tier, self.settings, self.dirs, self.uid)
+        # A cgroup per kernel process (a restart gets a fresh one, and a fresh CPU budget).
+        self._cgroup = create_cgroup(self.settings.memory_mb, self.settings.max_processes) if self.tier != "none" else None
+        plan = isolation.plan_launch(self.tier, self.settings, self.dirs, self.uid,
+                                     cgroup=self._cgroup.procs_files if self._cgroup else None)
         connection = runtime / "connection.json"
         connection.write_text(json.dumps({**info, "ip": plan.kernel_ip}))
         os.chmod(connection, 0o600)
@@ -225,12 +235,17 @@ class Kernel:
                 self._run_lock.release()
         if self._workdir_owner is not None:
             chown_tree(self.dirs.workdir, *self._workdir_owner)
+        if self._capped:
+            uncap_folder(self.dirs.workdir)
         remove_tree(self._dir)  # runtime, tmp, log; and the workdir when it is ours
         _live.discard(self)
         isolation.release_uid(self.uid)  # killed and swept: nothing runs under it any more
 
     def _stop_process(self) -> None:
         self._kill_process()
+        if self._cgroup is not None:
+            self._cgroup.remove()
+            self._cgroup = None
         if self._client is not None:
             self._client.stop_channels()
             self._client = None
@@ -314,7 +329,10 @@ class Kernel:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return "timeout"
-            events = self._poll(remaining)
+            if self._over_cpu_budget():
+                return "died"
+            # With a cgroup, wake up now and then to read its CPU time (children spend it too).
+            events = self._poll(min(remaining, CPU_CHECK_S) if self._cgroup is not None else remaining)
             if iopub.socket in events:
                 for msg in _drain(iopub):
                     if msg["parent_header"].get("msg_id") == msg_id:
@@ -326,6 +344,14 @@ class Kernel:
             if self._pidfd_ready(events) and not (cell.idle and cell.replied):
                 return "died"
         return "done"
+
+    def _over_cpu_budget(self) -> bool:
+        """Whether the kernel's processes together spent ``cpu_seconds``; if so the kernel is killed now."""
+        if self._cgroup is None or self._cgroup.cpu_seconds() <= self.settings.cpu_seconds:
+            return False
+        self._cpu_spent = True
+        self._kill_process()
+        return True
 
     def interrupt(self) -> None:
         """Ask the kernel to stop the running cell (``interrupt_request`` on the control channel)."""
@@ -367,6 +393,10 @@ class Kernel:
         return not self.alive
 
     def _exit_description(self) -> str:
+        if self._cpu_spent:
+            self._cpu_spent = False
+            return (f"its CPU budget of {self.settings.cpu_seconds} s ran out, counting every process it started "
+                    "([sandbox] cpu_seconds)")
         proc = self._proc
         code = proc.wait() if proc is not None else None
         if code is None:

@@ -8,6 +8,7 @@ but a plain file (a FIFO would block), and reads no more than the size it saw.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import stat
 from dataclasses import dataclass
@@ -21,6 +22,29 @@ FileState = tuple[int, int]  # (size, mtime in ns): a file written again, even w
 class ChangedFile:
     name: str  # relative to the working directory, with "/" separators
     size: int
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_MS_NOSUID, _MS_NODEV, _MNT_DETACH = 2, 4, 2
+
+
+def cap_folder(folder: Path, size_mb: int, max_files: int, owner: int | None) -> bool:
+    """As root: make ``folder`` a tmpfs of ``size_mb`` and ``max_files`` inodes, so the code cannot fill
+    the host's disk through it. Returns whether it could (not root: no). Undo with :func:`uncap_folder`."""
+    if os.geteuid() != 0:
+        return False
+    options = f"size={size_mb}m,nr_inodes={max_files},mode=0700"
+    if owner is not None:
+        options += f",uid={owner},gid={owner}"
+    if _libc.mount(b"tmpfs", os.fsencode(folder), b"tmpfs", ctypes.c_ulong(_MS_NOSUID | _MS_NODEV),
+                   options.encode()) != 0:
+        return False
+    return True
+
+
+def uncap_folder(folder: Path) -> None:
+    """Take the tmpfs of :func:`cap_folder` away (its files with it). Never raises."""
+    _libc.umount2(os.fsencode(folder), _MNT_DETACH)
 
 
 def snapshot(root: Path, limit: int = 100_000) -> dict[str, FileState]:

@@ -574,3 +574,84 @@ def test_host_processes_command_lines_are_not_readable(sb):
     finally:
         host.kill()
         host.wait()
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 10.5: limits for the kernel and everything it starts, not per process
+
+
+def require_cgroups() -> None:
+    from sandbox.cgroups import cgroup_problem
+
+    if cgroup_problem():
+        pytest.skip(f"per-kernel cgroups cannot be used here: {cgroup_problem()}")
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_children_share_the_kernels_memory_limit(tier):
+    """With memory_mb = 512, eight children once held 2.5 GB."""
+    require(tier)
+    require_cgroups()
+    with Sandbox(settings(tier, memory_mb=512)) as sandbox:
+        result = run(sandbox, "import subprocess, sys\n"
+                              "child = \"b = b'x' * (200 * 2**20); print('held', flush=True); import time; time.sleep(3)\"\n"
+                              "procs = [subprocess.Popen([sys.executable, '-c', child], stdout=subprocess.PIPE, text=True)"
+                              " for _ in range(8)]\n"
+                              "print(sum(p.communicate()[0].count('held') for p in procs))", timeout=60)
+        if result.error is None:  # the kernel survived: the children were stopped instead
+            assert int(result.stdout.strip()) <= 2, result
+        else:
+            assert result.restarted, result
+        assert_alive(sandbox)
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_memfds_count_against_the_memory_limit(tier):
+    """memfds once held 2 GB beside a 512 MB kernel."""
+    require(tier)
+    require_cgroups()
+    with Sandbox(settings(tier, memory_mb=512)) as sandbox:
+        # Each memfd stays under max_file_mb (16 MB): together they would hold 1.5 GB.
+        result = run(sandbox, "import os\nfds = []\nfor _ in range(100):\n    fd = os.memfd_create('x')\n"
+                              "    assert os.write(fd, b'x' * (15 * 2**20)) == 15 * 2**20\n    fds.append(fd)\n"
+                              "print(len(fds))", timeout=60)
+        assert result.error is not None, result  # out of memory long before 1.5 GB: an error, or the kernel died
+        assert_alive(sandbox)
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_the_cpu_budget_counts_every_child(tier):
+    """cpu_seconds = 3 once allowed 6 CPU-seconds over two children."""
+    require(tier)
+    require_cgroups()
+    with Sandbox(settings(tier, cpu_seconds=3)) as sandbox:
+        started = time.monotonic()
+        result = run(sandbox, "import subprocess, sys, time\n"
+                              "spin = 'while True: pass'\n"
+                              "procs = [subprocess.Popen([sys.executable, '-c', spin]) for _ in range(2)]\n"
+                              "time.sleep(30)", timeout=60)
+        assert result.restarted and "CPU budget of 3 s" in str(result.error), result
+        assert time.monotonic() - started < 20  # two children spend 3 s together in about 1.5 s
+        assert_alive(sandbox)
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_mnt_data_holds_at_most_disk_mb_and_max_files(tier):
+    """/mnt/data once took 1 GB in 100k files."""
+    require(tier)
+    if os.geteuid() != 0:
+        pytest.skip("capping the kernel's own /mnt/data needs root (a tmpfs mount)")
+    with Sandbox(settings(tier, disk_mb=32, max_files=200)) as sandbox:
+        many = run(sandbox, "import os\nmade = 0\ntry:\n    for i in range(100_000):\n"
+                            "        open(f'f{i}', 'w').close()\n        made += 1\n"
+                            "except OSError as e:\n    print(made, e.errno)")
+        made, errno = many.stdout.split()
+        assert int(made) < 200 and errno == "28", many  # ENOSPC: no inodes left
+        run(sandbox, "import os\nfor i in range(190):\n    try: os.remove(f'f{i}')\n    except OSError: pass")
+        big = run(sandbox, "written = 0\ntry:\n    for i in range(10):\n"
+                           "        open(f'big{i}', 'wb').write(b'x' * (15 * 2**20))\n        written += 15\n"
+                           "except OSError as e:\n    print(written, e.errno)")
+        written, errno = big.stdout.split()
+        assert int(written) <= 32 and errno == "28", big
+        stats = os.statvfs(sandbox.workdir)
+        assert stats.f_blocks * stats.f_frsize <= 33 * 2**20  # a 32 MB tmpfs, not the host's disk
