@@ -141,9 +141,12 @@ def chat(
             while True:
                 try:
                     text = console.input("[bold]you> ").strip()
-                except (EOFError, KeyboardInterrupt):
+                except EOFError:
                     console.print()
                     break
+                except KeyboardInterrupt:  # at the prompt, as in a shell: a fresh prompt, not the end
+                    console.print(Text("\n(/exit or Ctrl-D quits)", style="dim"))
+                    continue
                 if text in ("/exit", "/quit"):
                     break
                 if text == "/new":

@@ -11,11 +11,13 @@ pypdf, python-docx, python-pptx, openpyxl; HTML through markdownify. Text is cut
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import os
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 from .confined import ConfinedError, run_confined
 from .files import InputFile, listing
@@ -28,13 +30,13 @@ DOCUMENT_DEADLINE_S = 60.0  # one document, read in a child process
 DOCUMENT_MEMORY_MB = 2048
 
 
-def describe_files(files: list[InputFile], location: str | None, limit: int) -> str:
-    """The note before the user's task: where the files are (``location``, for code) or their text.
+def describe_files(files: list[InputFile], seen_as: list[str] | None, limit: int) -> str:
+    """The note before the user's task: where a tool's code sees the files (``seen_as``), or their text.
 
     Formats code cannot open easily (PDF, Word, PowerPoint) are read as text in both cases.
     """
-    documents = files if location is None else [f for f in files if Path(f.name).suffix.lower() in HARD_FOR_CODE]
-    blocks = [f"[Files]\n{listing(files, location)}"] if location is not None else []
+    documents = files if seen_as is None else [f for f in files if Path(f.name).suffix.lower() in HARD_FOR_CODE]
+    blocks = [f"[Files]\n{listing(files, seen_as)}"] if seen_as is not None else []
     if documents:
         blocks.append(read_documents(documents, limit))
     count = f"{len(files)} file{'s' if len(files) != 1 else ''} uploaded."
@@ -43,35 +45,58 @@ def describe_files(files: list[InputFile], location: str | None, limit: int) -> 
 
 def read_documents(files: list[InputFile], limit: int) -> str:
     """The blocks of every file, one after another (binary files are named, not read)."""
-    return "\n\n".join(FILE_TEMPLATE.format(name=file.name, content=read_document(file.source, limit))
-                       for file in files)
+    texts = read_texts([file.source for file in files], limit)
+    return "\n\n".join(FILE_TEMPLATE.format(name=file.name, content=text) for file, text in zip(files, texts))
 
 
 def read_document(path: Path, limit: int) -> str:
-    """A document's text, cut to ``limit`` characters with a note; never raises.
+    """A document's text, cut to ``limit`` characters with a note; never raises (see :func:`read_texts`)."""
+    return read_texts([path], limit)[0]
 
-    It is read in a child process with a deadline and memory and CPU limits (:mod:`agent.confined`):
-    a crafted PDF or a zip bomb costs at most that, and stops when the limit does.
+
+def read_texts(paths: list[Path], limit: int) -> list[str]:
+    """Each document's text, cut to ``limit`` characters with a note; never raises.
+
+    They are read in a child process with a deadline and memory and CPU limits (:mod:`agent.confined`):
+    a crafted PDF or a zip bomb costs at most that, and stops when the limit does. One child reads
+    them all (its start and imports cost most of a small document's time); if it fails, each is read
+    in a child of its own, so one hostile file does not take the others with it. Readers stop soon
+    after ``limit`` characters, so a long document is not read to its end only to be cut.
     """
-    try:
-        text = run_confined("agent.documents:_read_confined", str(path).encode(), timeout_s=DOCUMENT_DEADLINE_S,
-                            memory_mb=DOCUMENT_MEMORY_MB)
-    except ConfinedError as exc:  # damaged, encrypted, hostile: say so, the conversation goes on
-        return f"(this file could not be read as a document: {exc})"
-    if len(text) > limit:
-        cut = len(text) - limit
-        text = f"{text[:limit]}\n[… {cut} more characters of this document were cut ([files] max_document_chars)]"
-    return text
+    texts: list[str] | None = None
+    if len(paths) > 1:
+        with contextlib.suppress(ConfinedError):
+            texts = _confined_read(paths, limit, DOCUMENT_DEADLINE_S * 2)
+    if texts is None:
+        texts = []
+        for path in paths:
+            try:
+                texts += _confined_read([path], limit, DOCUMENT_DEADLINE_S)
+            except ConfinedError as exc:  # damaged, encrypted, hostile: say so, the conversation goes on
+                texts.append(f"(this file could not be read as a document: {exc})")
+    return [f"{text[:limit]}\n[… the rest of this document was cut ([files] max_document_chars = {limit})]"
+            if len(text) > limit else text for text in texts]
 
 
-def pdf_text(data: bytes, max_pages: int = MAX_PDF_PAGES) -> dict:
-    """The text of each page (up to ``max_pages``), the PDF's title and its page count. Run it confined."""
+def _confined_read(paths: list[Path], limit: int, timeout_s: float) -> list[str]:
+    payload = json.dumps({"paths": [str(path) for path in paths], "limit": limit}).encode()
+    return run_confined("agent.documents:read_in_child", payload, timeout_s=timeout_s, memory_mb=DOCUMENT_MEMORY_MB)
+
+
+def pdf_text(data: bytes, max_pages: int = MAX_PDF_PAGES, limit: int | None = None) -> dict:
+    """The text of each page (up to ``max_pages``, or until ``limit`` characters), the PDF's title and
+    its page count. Run it confined."""
     from pypdf import PdfReader
 
     reader = PdfReader(io.BytesIO(data))
     if reader.is_encrypted and not reader.decrypt(""):
         return {"encrypted": True, "pages": [], "title": "", "count": 0}
-    pages = [page.extract_text() or "" for page in reader.pages[:max_pages]]
+    pages, size = [], 0
+    for page in reader.pages[:max_pages]:
+        pages.append(page.extract_text() or "")
+        size += len(pages[-1])
+        if limit is not None and size > limit:
+            break
     title = str((reader.metadata.title if reader.metadata else None) or "")
     return {"encrypted": False, "pages": pages, "title": title, "count": len(reader.pages)}
 
@@ -81,30 +106,48 @@ def read_pdf(data: bytes, *, timeout_s: float = DOCUMENT_DEADLINE_S) -> dict:
     return run_confined("agent.documents:pdf_text", data, timeout_s=timeout_s, memory_mb=DOCUMENT_MEMORY_MB)
 
 
-def _read_confined(payload: bytes) -> str:
-    """In the child: the whole document's text, by its format's reader."""
-    path = Path(payload.decode())
-    return _READERS.get(path.suffix.lower(), _read_text)(path)
+def read_in_child(payload: bytes) -> list[str]:
+    """In the confined child: each document's text by its format's reader, a little past ``limit`` at most."""
+    request = json.loads(payload)
+    return [read_unconfined(Path(path), request["limit"]) for path in request["paths"]]
 
 
-def _read_text(path: Path) -> str:
-    data = path.read_bytes()
+def read_unconfined(path: Path, limit: int) -> str:
+    """One document's text, in this process: only for input you trust, or inside the confined child."""
+    return _READERS.get(path.suffix.lower(), _read_text)(path, limit)
+
+
+def _read_text(path: Path, limit: int) -> str:
+    with open(path, "rb") as file:  # a character is at most 4 bytes of UTF-8
+        data = file.read(min(4 * limit + 4, os.fstat(file.fileno()).st_size))
     if b"\0" in data[:8192]:  # text in any 8-bit encoding has no NUL bytes
-        return f"(a binary file of {len(data)} bytes: not shown as text)"
+        return f"(a binary file of {path.stat().st_size} bytes: not shown as text)"
     try:
         return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(data) - 4:  # only the cut at the end split a character
+            return data[:exc.start].decode("utf-8")
     from charset_normalizer import from_bytes
 
     best = from_bytes(data[:1 << 20]).best()  # Shift-JIS, GBK, Latin-1...: detected, not assumed
     if best is None:
-        return f"(a binary file of {len(data)} bytes: not shown as text)"
+        return f"(a binary file of {path.stat().st_size} bytes: not shown as text)"
     return data.decode(best.encoding, errors="replace")
 
 
-def _read_pdf(path: Path) -> str:
-    pdf = pdf_text(path.read_bytes())
+def _until(blocks: Iterable[str], limit: int, separator: str = "\n\n") -> str:
+    """Join ``blocks`` until they pass ``limit`` characters; the rest is never produced."""
+    taken, size = [], 0
+    for block in blocks:
+        taken.append(block)
+        size += len(block) + len(separator)
+        if size > limit:
+            break
+    return separator.join(taken)
+
+
+def _read_pdf(path: Path, limit: int) -> str:
+    pdf = pdf_text(path.read_bytes(), limit=limit)
     if pdf["encrypted"]:
         raise ValueError("the PDF is encrypted; it cannot be read without its password")
     text = "\n\n".join(f"--- page {i} ---\n{page}".rstrip() for i, page in enumerate(pdf["pages"], 1))
@@ -113,34 +156,39 @@ def _read_pdf(path: Path) -> str:
     return text
 
 
-def _read_docx(path: Path) -> str:
+def _read_docx(path: Path, limit: int) -> str:
     import docx
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
-    blocks = []
-    for block in docx.Document(str(path)).iter_inner_content():  # paragraphs and tables in document order
-        if isinstance(block, Paragraph):
-            style = (block.style.name if block.style is not None else "") or ""
-            level = style.removeprefix("Heading ").strip()
-            prefix = "#" * int(level) + " " if style.startswith("Heading ") and level.isdigit() else ""
-            if block.text.strip():
-                blocks.append(prefix + block.text)
-        elif isinstance(block, Table):
-            blocks.append(_markdown_table([[cell.text for cell in row.cells] for row in block.rows]))
-    return "\n\n".join(blocks)
+    document = docx.Document(str(path))
+    names = {style.style_id: style.name or "" for style in document.styles}  # once: a lookup per paragraph is slow
+
+    def blocks() -> Iterator[str]:
+        for block in document.iter_inner_content():  # paragraphs and tables in document order
+            if isinstance(block, Paragraph):
+                style = names.get(block._p.style or "", "")
+                level = style.removeprefix("Heading ").strip()
+                prefix = "#" * int(level) + " " if style.startswith("Heading ") and level.isdigit() else ""
+                if block.text.strip():
+                    yield prefix + block.text
+            elif isinstance(block, Table):
+                yield _markdown_table([[cell.text for cell in row.cells] for row in block.rows])
+
+    return _until(blocks(), limit)
 
 
-def _read_pptx(path: Path) -> str:
+def _read_pptx(path: Path, limit: int) -> str:
     from pptx import Presentation
 
-    slides = []
-    for number, slide in enumerate(Presentation(str(path)).slides, 1):
-        parts = [f"--- slide {number} ---", *_shape_texts(slide.shapes)]
-        if slide.has_notes_slide and slide.notes_slide.notes_text_frame.text.strip():
-            parts.append("Notes: " + slide.notes_slide.notes_text_frame.text)
-        slides.append("\n".join(parts))
-    return "\n\n".join(slides)
+    def slides() -> Iterator[str]:
+        for number, slide in enumerate(Presentation(str(path)).slides, 1):
+            parts = [f"--- slide {number} ---", *_shape_texts(slide.shapes)]
+            if slide.has_notes_slide and slide.notes_slide.notes_text_frame.text.strip():
+                parts.append("Notes: " + slide.notes_slide.notes_text_frame.text)
+            yield "\n".join(parts)
+
+    return _until(slides(), limit)
 
 
 def _shape_texts(shapes: Any) -> list[str]:
@@ -173,23 +221,31 @@ def _chart_text(chart: Any) -> str:
     return f"Chart: {title}\n\n{_markdown_table(rows)}"
 
 
-def _read_xlsx(path: Path) -> str:
+def _read_xlsx(path: Path, limit: int) -> str:
     from openpyxl import load_workbook
 
     book = load_workbook(path, read_only=True, data_only=True)
     try:
-        sheets = []
+        sheets, size = [], 0
         for sheet in book.worksheets:
-            rows = [["" if v is None else str(v) for v in row] for row in sheet.iter_rows(values_only=True)]
-            rows = [row for row in rows if any(row)]
+            rows = []
+            for row in sheet.iter_rows(values_only=True):  # streamed: a sheet is never loaded whole
+                cells = ["" if v is None else str(v) for v in row]
+                if any(cells):
+                    rows.append(cells)
+                    size += sum(len(c) + 3 for c in cells)
+                if size > limit:
+                    break
             sheets.append(f"## {sheet.title}\n\n{_markdown_table(rows) if rows else '(empty)'}")
+            if size > limit:
+                break
         return "\n\n".join(sheets)
     finally:
         book.close()
 
 
-def _read_csv(path: Path) -> str:
-    text = _read_text(path)
+def _read_csv(path: Path, limit: int) -> str:
+    text = _read_text(path, limit)
     try:
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
         rows = list(csv.reader(io.StringIO(text), dialect))
@@ -198,20 +254,22 @@ def _read_csv(path: Path) -> str:
     return _markdown_table(rows) if rows else text
 
 
-def _read_json(path: Path) -> str:
-    text = _read_text(path)
+def _read_json(path: Path, limit: int) -> str:
+    text = _read_text(path, limit)
+    if path.stat().st_size > 4 * limit:  # cut already: no longer JSON, shown as it is
+        return text
     try:
         return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
 
 
-def _read_html(path: Path) -> str:
+def _read_html(path: Path, limit: int) -> str:
     """A saved page's content: the main part when the page marks one, without navigation or scripts."""
     from bs4 import BeautifulSoup
     from markdownify import markdownify
 
-    soup = BeautifulSoup(_read_text(path), "html.parser")
+    soup = BeautifulSoup(_read_text(path, 20 * limit), "html.parser")  # markup is most of a page
     for tag in soup(["script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form"]):
         tag.decompose()
     for tag in soup.select('[role="navigation"], [role="banner"], [role="contentinfo"], [role="search"]'):
@@ -228,7 +286,7 @@ def _markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-_READERS: dict[str, Callable[[Path], str]] = {
+_READERS: dict[str, Callable[[Path, int], str]] = {
     ".pdf": _read_pdf, ".docx": _read_docx, ".pptx": _read_pptx, ".xlsx": _read_xlsx, ".xlsm": _read_xlsx,
     ".csv": _read_csv, ".tsv": _read_csv, ".json": _read_json, ".html": _read_html, ".htm": _read_html,
 }

@@ -2,11 +2,12 @@
 
 ``collect_files`` checks every path first (exists, readable, a plain file or a folder of plain files,
 no symlinks or devices, within the policy's ``[files]`` limits) and raises :class:`FileInputError`
-naming the first problem, before anything is copied. ``copy_files`` then puts them in a folder (the
-sandbox's ``/mnt/data``); ``listing`` names them for the model (see ``agent.documents``).
+naming the first problem, before anything is copied. A tool that takes files then copies them
+(the python tool: ``sandbox.workdir.copy_in``); ``listing`` names them for the model (see
+``agent.documents``).
 
 >>> files = collect_files(["data.csv"], FileSettings())      # doctest: +SKIP
->>> listing(files, "/mnt/data")                              # doctest: +SKIP
+>>> listing(files, ["/mnt/data/data.csv"])                   # doctest: +SKIP
 '/mnt/data/data.csv (text/csv, 1.2 KB)'
 """
 
@@ -37,23 +38,26 @@ class InputFile:
     name: str  # a relative POSIX path, each part sanitised
     size: int
     media_type: str
+    root: Path | None = None  # the folder it was found in; the copy opens it beneath that, following no link
 
 
 def collect_files(paths: Iterable[str | os.PathLike[str]], settings: FileSettings) -> list[InputFile]:
-    """Check the paths (files or folders) and plan their names; raises before anything is copied."""
+    """Check the paths (files or folders) and name them safely; raises before anything is copied.
+
+    Two files may get one name here; the folder they are copied into numbers the second (``data (2).csv``).
+    """
     files: list[InputFile] = []
-    taken: set[str] = set()
     for given in paths:
         path = Path(given).expanduser()
         mode = _lstat(path, given).st_mode
         if stat.S_ISDIR(mode):
-            files += _folder(path, given, taken)
+            files += _folder(path, given, settings.max_files - len(files))
         else:
             _require_plain(path, mode, given)
-            files.append(_input(path, _unique(sanitise_name(path.name), taken)))
+            files.append(_input(path, sanitise_name(path.name)))
         if len(files) > settings.max_files:
             raise FileInputError(f"More than {settings.max_files} files were given (counting the files inside "
-                                 "folders): pass fewer, or raise [files] max_files in the policy.")
+                                 f"folders, up to {given}): pass fewer, or raise [files] max_files in the policy.")
     for file in files:
         if file.size > settings.max_file_mb * MB:
             raise FileInputError(f"{file.source} is {_size(file.size)}, over the {settings.max_file_mb:g} MB limit "
@@ -63,20 +67,6 @@ def collect_files(paths: Iterable[str | os.PathLike[str]], settings: FileSetting
         raise FileInputError(f"The files come to {_size(total)}, over the {settings.max_total_mb:g} MB limit: "
                              "pass fewer, or raise [files] max_total_mb in the policy.")
     return files
-
-
-def copy_files(files: list[InputFile], destination: Path, owner: int | None = None) -> None:
-    """Copy into ``destination`` (names already safe); given to ``owner`` (a sandbox uid) when set."""
-    for file in files:
-        target = destination / file.name
-        for parent in reversed(target.relative_to(destination).parents):
-            folder = destination / parent
-            folder.mkdir(exist_ok=True)
-            if owner is not None:
-                os.chown(folder, owner, owner)
-        _copy(file, target)
-        if owner is not None:
-            os.chown(target, owner, owner)
 
 
 def private_dir(path: Path) -> Path:
@@ -97,9 +87,9 @@ def write_private(path: Path, data: bytes) -> Path:
     return path
 
 
-def listing(files: list[InputFile], location: str) -> str:
+def listing(files: list[InputFile], seen_as: list[str]) -> str:
     """Each file as the code sees it, with its type and size: ``/mnt/data/data.csv (text/csv, 1.2 KB)``."""
-    return "\n".join(f"{location.rstrip('/')}/{file.name} ({file.media_type}, {_size(file.size)})" for file in files)
+    return "\n".join(f"{path} ({file.media_type}, {_size(file.size)})" for file, path in zip(files, seen_as))
 
 
 def sanitise_name(name: str) -> str:
@@ -118,10 +108,11 @@ def media_type(name: str) -> str:
     return guessed or "application/octet-stream"
 
 
-def _folder(root: Path, given: object, taken: set[str]) -> list[InputFile]:
-    top = _unique(sanitise_name(root.resolve().name), taken)
+def _folder(root: Path, given: object, room: int) -> list[InputFile]:
+    """The files in a folder, found without following links; stops once more than ``room`` are found."""
+    top = sanitise_name(root.resolve().name)
     real_root = root.resolve()
-    found = []
+    found: list[InputFile] = []
     for directory, subdirs, names in os.walk(root, followlinks=False, onerror=_walk_error):
         here = Path(directory)
         for entry in sorted(subdirs) + sorted(names):  # a symlinked folder is listed (and refused) here
@@ -133,9 +124,10 @@ def _folder(root: Path, given: object, taken: set[str]) -> list[InputFile]:
             if not path.resolve().is_relative_to(real_root):
                 raise FileInputError(f"{path} lies outside the folder {given} it was found in: it is not taken.")
             parts = [sanitise_name(part) for part in path.relative_to(root).parts]
-            found.append(_input(path, str(PurePosixPath(top, *parts))))
-    names: set[str] = set()
-    return [InputFile(f.source, _unique(f.name, names), f.size, f.media_type) for f in found]
+            found.append(_input(path, str(PurePosixPath(top, *parts)), root))
+            if len(found) > room:  # the caller refuses: no need to walk the rest
+                return found
+    return found
 
 
 def _walk_error(exc: OSError) -> None:
@@ -162,34 +154,9 @@ def _require_plain(path: Path, mode: int, given: object) -> None:
         raise FileInputError(f"{given} cannot be read (permission denied): check its permissions.")
 
 
-def _input(path: Path, name: str) -> InputFile:
-    return InputFile(source=path.absolute(), name=name, size=path.lstat().st_size, media_type=media_type(name))
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    """``name``, or ``stem (2).ext`` and so on when a file of that name is already planned."""
-    candidate, n = name, 1
-    stem, dot, ext = name.rpartition(".") if "." in name.rsplit("/", 1)[-1] else (name, "", "")
-    while candidate in taken:
-        n += 1
-        candidate = f"{stem} ({n}){dot}{ext}"
-    taken.add(candidate)
-    return candidate
-
-
-def _copy(file: InputFile, target: Path) -> None:
-    """Copy without following a symlink swapped in since the check, and no more bytes than were checked."""
-    try:
-        source = os.open(file.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise FileInputError(f"{file.source} cannot be read any more ({exc.strerror}).") from None
-    with os.fdopen(source, "rb") as src, open(target, "wb") as dst:
-        if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
-            raise FileInputError(f"{file.source} is no longer a plain file.")
-        remaining = file.size
-        while remaining > 0 and (chunk := src.read(min(remaining, MB))):
-            dst.write(chunk)
-            remaining -= len(chunk)
+def _input(path: Path, name: str, root: Path | None = None) -> InputFile:
+    return InputFile(source=path.absolute(), name=name, size=path.lstat().st_size, media_type=media_type(name),
+                     root=root.absolute() if root is not None else None)
 
 
 def _size(size: int) -> str:

@@ -177,16 +177,17 @@ class ChatSession:
         They are checked first (``[files]`` limits; no symlinks, devices or paths outside a given
         folder) and :class:`~agent.errors.FileInputError` names the first problem before anything
         is copied. With the python tool they go to ``/mnt/data`` (returned: where the code sees
-        them); otherwise documents are read into the conversation as text.
+        each; a name already taken there gets `` (2)``); otherwise documents are read into the
+        conversation as text.
         """
         limits = self.agent.policy.files
         files = await asyncio.to_thread(collect_files, paths, limits)
         if not files:
             return []
-        location = await self.agent.tools.receive_files(files, self._context)
-        note = await asyncio.to_thread(describe_files, files, location, limits.max_document_chars)
+        seen_as = await self.agent.tools.receive_files(files, self._context)
+        note = await asyncio.to_thread(describe_files, files, seen_as, limits.max_document_chars)
         self._uploads.append(note)
-        shown = [f"{location}/{file.name}" if location else file.name for file in files]
+        shown = seen_as or [file.name for file in files]
         self._uploaded += shown
         return shown
 
@@ -578,7 +579,19 @@ class _LoopThread:
             self._cancel(future, finished)
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.loop.shutdown_asyncgens(), self.loop).result(timeout=5)
+        """Cancel what is still pending (a kernel start cut short by Ctrl-C), then stop the loop quietly."""
+
+        async def wind_down() -> None:
+            pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=5) if pending else None
+            for task in pending:  # their outcomes are nobody's now: retrieved, so nothing is reported
+                if task.done() and not task.cancelled():
+                    task.exception()
+            await self.loop.shutdown_asyncgens()
+
+        asyncio.run_coroutine_threadsafe(wind_down(), self.loop).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
         if not self.thread.is_alive():

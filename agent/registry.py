@@ -122,12 +122,12 @@ class ToolRegistry:
             return error_observation(call, f"{tool.name} raised {type(exc).__name__}: {exc}")
         return to_observation(call, value, context)
 
-    async def receive_files(self, files: list[InputFile], context: ToolContext) -> str | None:
-        """Hand the user's files to the first tool that takes them; where its code sees them, or ``None``."""
+    async def receive_files(self, files: list[InputFile], context: ToolContext) -> list[str] | None:
+        """Hand the user's files to the first tool that takes them; where its code sees each, or ``None``."""
         for tool in self._tools.values():
-            location = await tool.receive_files(files, context)
-            if location is not None:
-                return location
+            seen_as = await tool.receive_files(files, context)
+            if seen_as is not None:
+                return seen_as
         return None
 
     async def aclose(self) -> None:

@@ -150,11 +150,12 @@ class Tool:
             return await self.forward(**kwargs)
         return await asyncio.to_thread(self.forward, **kwargs)
 
-    async def receive_files(self, files: list[InputFile], context: ToolContext) -> str | None:
-        """Take the user's files for this session; return the folder the tool's code sees them in.
+    async def receive_files(self, files: list[InputFile], context: ToolContext) -> list[str] | None:
+        """Take the user's files for this session; return where the tool's code sees each one, in order.
 
         The default, ``None``, means this tool takes no files (they are then read into the
-        conversation as documents). The ``python`` tool copies them into ``/mnt/data``.
+        conversation as documents). The ``python`` tool copies them into ``/mnt/data``. A file that
+        cannot be taken raises :class:`~agent.errors.FileInputError`.
         """
         return None
 

@@ -33,7 +33,7 @@ from . import isolation
 from .errors import KernelStartError, SandboxClosedError
 from .results import CappedText, ExecutionError, ExecutionResult, clean_text, strip_ansi
 from .cgroups import KernelCgroup, create_cgroup
-from .workdir import cap_folder, chown_tree, remove_tree, uncap_folder
+from .workdir import cap_folder, lend_tree, remove_tree, return_tree, uncap_folder
 
 OutputHook = Callable[[str, str], None]  # (stream, text), called as a cell prints
 
@@ -96,14 +96,12 @@ class Kernel:
         try:
             self._dir = Path(tempfile.mkdtemp(prefix="k-", dir=base_dir()))
             self._owns_workdir = workdir is None
-            self._workdir_owner: tuple[int, int] | None = None
+            self._lent: dict[Path, tuple[int, int]] = {}  # a user's folder: owners to give back on close
             if workdir is not None:
                 workdir = Path(workdir).resolve()
                 workdir.mkdir(parents=True, exist_ok=True)
                 if self.uid is not None:  # lend it, and the files in it, to the kernel's uid; given back on close
-                    st = workdir.stat()
-                    self._workdir_owner = (st.st_uid, st.st_gid)
-                    chown_tree(workdir, self.uid, self.uid)
+                    self._lent = lend_tree(workdir, self.uid)
             self.dirs = isolation.make_dirs(self._dir, self.uid, workdir)
             # Its own /mnt/data (never a folder of the user's) gets a size and a file count.
             self._capped = self._owns_workdir and tier != "none" and cap_folder(
@@ -114,6 +112,7 @@ class Kernel:
         self._proc: subprocess.Popen | None = None
         self._cgroup: KernelCgroup | None = None
         self._cpu_spent = False  # the kernel was stopped for its cgroup's CPU budget
+        self._stop_by: float | None = None  # stop() was asked: the running cell has until then
         self._reaped = False  # the process is gone and its uid swept
         self._pidfd: int | None = None
         self._client: BlockingKernelClient | None = None
@@ -233,8 +232,8 @@ class Kernel:
         finally:
             if not running:
                 self._run_lock.release()
-        if self._workdir_owner is not None:
-            chown_tree(self.dirs.workdir, *self._workdir_owner)
+        if self._lent and self.uid is not None:
+            return_tree(self.dirs.workdir, self._lent, self.uid)
         if self._capped:
             uncap_folder(self.dirs.workdir)
         remove_tree(self._dir)  # runtime, tmp, log; and the workdir when it is ours
@@ -296,8 +295,16 @@ class Kernel:
         client = self._require_client()
         timeout = self.settings.timeout_s if timeout is None else timeout
         cell = _Cell(self.settings.output_bytes, on_output)
+        self._stop_by = None
         msg_id = client.execute(code, silent=silent, store_history=not silent, allow_stdin=False, stop_on_error=True)
         outcome = self._collect(msg_id, cell, time.monotonic() + timeout)
+        if outcome == "timeout" and self._stop_by is not None:  # stop() was asked, and the grace is over
+            self.restart()
+            return cell.result(restarted=True, error=ExecutionError(
+                ename="KeyboardInterrupt",
+                evalue=(f"The cell was interrupted and did not stop within {self.settings.interrupt_grace_s:g} s, "
+                        "so the kernel was restarted: variables are lost; files in /mnt/data are kept."),
+            ))
         if outcome == "timeout":
             cell.timed_out = True
             self.interrupt()
@@ -326,6 +333,8 @@ class Kernel:
         client = self._require_client()
         iopub, shell = client.iopub_channel, client.shell_channel
         while not (cell.idle and cell.replied):
+            if self._stop_by is not None:
+                deadline = min(deadline, self._stop_by)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return "timeout"
@@ -352,6 +361,15 @@ class Kernel:
         self._cpu_spent = True
         self._kill_process()
         return True
+
+    def stop(self) -> None:
+        """Interrupt the running cell, and restart the kernel if it has not stopped within ``interrupt_grace_s``.
+
+        For a caller that gave up on the cell (Ctrl-C): the next cell never waits longer than the grace,
+        even for code that ignores interrupts. Safe from another thread.
+        """
+        self._stop_by = time.monotonic() + self.settings.interrupt_grace_s
+        self.interrupt()
 
     def interrupt(self) -> None:
         """Ask the kernel to stop the running cell (``interrupt_request`` on the control channel)."""

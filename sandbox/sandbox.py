@@ -79,6 +79,10 @@ class Sandbox:
         """Interrupt the running cell (safe from another thread)."""
         self._kernel.interrupt()
 
+    def stop(self) -> None:
+        """Interrupt the running cell; restart the kernel if it does not stop within ``interrupt_grace_s``."""
+        self._kernel.stop()
+
     def restart(self) -> None:
         """Start a fresh kernel on the same workdir (variables are lost, files are kept)."""
         self._kernel.restart()
@@ -182,7 +186,7 @@ class AsyncSandbox:
             try:
                 return await asyncio.shield(running)
             except asyncio.CancelledError:
-                sandbox.interrupt()  # the kernel runs the next cell once this one has stopped
+                sandbox.stop()  # the next cell runs once this one has stopped (or the kernel restarted)
                 # Nobody awaits the cell any more: its outcome (maybe "closed", if the session is
                 # closing) is retrieved here rather than reported as never retrieved.
                 running.add_done_callback(lambda done: done.cancelled() or done.exception())

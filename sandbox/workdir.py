@@ -13,7 +13,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 FileState = tuple[int, int]  # (size, mtime in ns): a file written again, even with the same bytes, counts
 
@@ -58,13 +58,34 @@ def snapshot(root: Path, limit: int = 100_000) -> dict[str, FileState]:
     return found
 
 
-def chown_tree(root: Path, uid: int, gid: int) -> None:
-    """Give ``root`` and everything under it to ``uid``; links themselves, never what they point to."""
-    for path in [root, *(path for path, _ in _walk(root))]:
-        try:
-            os.lchown(path, uid, gid)
-        except OSError:
-            pass
+def lend_tree(root: Path, uid: int) -> dict[Path, tuple[int, int]]:
+    """Give ``root`` and what is in it to a sandbox's ``uid`` for a session; returns the owners to restore.
+
+    Links are changed themselves, never what they point to; a file with several hard links is left
+    alone, since its other names may lie outside ``root`` (the code can read it, not change it).
+    """
+    owners: dict[Path, tuple[int, int]] = {}
+    for path, info in [(root, root.lstat()), *_walk(root)]:
+        if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+            continue
+        with contextlib.suppress(OSError):
+            os.lchown(path, uid, uid)
+            owners[path] = (info.st_uid, info.st_gid)
+    return owners
+
+
+def return_tree(root: Path, owners: dict[Path, tuple[int, int]], uid: int) -> None:
+    """Undo :func:`lend_tree`: each lent entry back to its owner; what the code made, to ``root``'s owner.
+
+    Only entries still owned by the sandbox's ``uid`` are touched (never through links). Never raises.
+    """
+    default = owners.get(root)
+    if default is None:
+        return
+    for path, info in [(root, root.lstat()), *_walk(root)]:
+        if info.st_uid == uid:
+            with contextlib.suppress(OSError):
+                os.lchown(path, *owners.get(path, default))
 
 
 def remove_tree(root: Path) -> None:
@@ -116,6 +137,100 @@ def _walk(root: Path, unlock: bool = False) -> Iterator[tuple[Path, os.stat_resu
 def changes(before: dict[str, FileState], after: dict[str, FileState]) -> list[ChangedFile]:
     """Files that are new in ``after`` or were written since ``before``, by name."""
     return [ChangedFile(name, state[0]) for name, state in sorted(after.items()) if before.get(name) != state]
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A file to put into the working directory: ``source``, opened beneath ``root`` when it came in a folder."""
+
+    source: Path
+    root: Path | None
+    name: str  # where it goes, "/"-separated; taken already means "name (2)"
+    size: int
+
+
+def copy_in(destination: Path, files: list[Incoming], owner: int | None) -> list[str]:
+    """Put files into a folder the sandbox's code controls; returns the names they got there.
+
+    Nothing already there is followed or overwritten: every folder and file is created new
+    (``O_EXCL``, no symlinks on the way), and a name already taken, whatever it is (a link the code
+    planted, a pipe, a file of the user's), gets `` (2)``. Files and folders are given to ``owner``
+    through their descriptors. Sources in a folder are opened beneath it, following no link, and
+    never block (a pipe swapped in is refused). Raises ``OSError``.
+    """
+    made: dict[str, str] = {}  # planned folder -> the folder it became, in this call
+    names = []
+    top = os.open(destination, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for file in files:
+            *folders, name = file.name.split("/")
+            fd, placed, planned = os.dup(top), [], ""
+            try:
+                for folder in folders:
+                    planned += "/" + folder
+                    if planned not in made:
+                        made[planned] = _create(fd, folder, owner, directory=True)
+                    placed.append(made[planned])
+                    inner = os.open(made[planned], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                    dir_fd=fd)
+                    os.close(fd)
+                    fd = inner
+                placed.append(_create(fd, name, owner, source=file))
+            finally:
+                os.close(fd)
+            names.append("/".join(placed))
+    finally:
+        os.close(top)
+    return names
+
+
+def _create(folder: int, name: str, owner: int | None, *, directory: bool = False,
+            source: Incoming | None = None) -> str:
+    """Make ``name`` (or ``name (2)``...) new in ``folder``: a directory, or a copy of ``source``."""
+    for n in range(1, 1000):
+        candidate = name if n == 1 else _numbered(name, n)
+        try:
+            if directory:
+                os.mkdir(candidate, 0o700, dir_fd=folder)
+                fd = os.open(candidate, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+            else:
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                             dir_fd=folder)
+        except FileExistsError:
+            continue
+        try:
+            if owner is not None:
+                os.fchown(fd, owner, owner)
+            if source is not None:
+                with os.fdopen(os.dup(fd), "wb") as out:
+                    _copy_from(source, out)
+        finally:
+            os.close(fd)
+        return candidate
+    raise FileExistsError(f"no free name for {name}")
+
+
+def _numbered(name: str, n: int) -> str:
+    """``data (2).csv``, kept within 255 bytes by shortening the stem."""
+    stem, dot, ext = name.rpartition(".") if "." in name.strip(".") else (name, "", "")
+    suffix = f" ({n}){dot}{ext}"
+    while len((stem + suffix).encode()) > 255:
+        stem = stem[:-1]
+    return stem + suffix
+
+
+def _copy_from(source: Incoming, out: Any) -> None:
+    if source.root is not None:
+        fd = _open_beneath(source.root, source.source.relative_to(source.root).as_posix())
+    else:
+        fd = os.open(source.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as src:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{source.source} is no longer a plain file")
+        remaining = source.size  # no more than was checked against the limits
+        while remaining > 0 and (chunk := src.read(min(remaining, 1 << 20))):
+            out.write(chunk)
+            remaining -= len(chunk)
 
 
 def copy_out(root: Path, name: str, destination: Path, max_bytes: int) -> int:

@@ -283,3 +283,18 @@ def test_an_api_key_on_the_command_line_is_hidden_from_the_process_list(fake_ser
         proc.kill()
     assert proc.returncode == 0, stderr
     assert fake_server.posts[0].headers.get("authorization") == f"Bearer {secret}"  # the key itself still works
+
+
+def test_ctrl_c_at_the_chat_prompt_gives_a_fresh_prompt(fake_server, tmp_path):
+    fake_server.script(["\nfirst answer", "\nsecond answer"])
+    proc = _start(["chat", "--tools", "none", *served(fake_server)], tmp_path, stdin=subprocess.PIPE)
+    assert proc.stdin is not None
+    proc.stdin.write("hello\n")
+    proc.stdin.flush()
+    _wait_for(lambda: len(fake_server.posts) == 1)
+    time.sleep(1.0)  # back at the prompt
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    stdout, stderr = proc.communicate("again\n/exit\n", timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "second answer" in stdout and "/exit or Ctrl-D quits" in stdout and "Traceback" not in stderr

@@ -4,6 +4,7 @@ documents read as text; files out: what a cell writes in /mnt/data is kept for t
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,10 @@ from hypothesis import strategies as st
 from agent import Agent
 from agent.documents import FILE_TEMPLATE, describe_files, read_document
 from agent.errors import FileInputError
-from agent.files import collect_files, copy_files, sanitise_name
+from agent.files import collect_files, sanitise_name
 from agent.models import ScriptedModel
 from agent.policy import FileSettings, Policy
+from sandbox.workdir import Incoming, copy_in
 
 
 def settings(**overrides) -> FileSettings:
@@ -44,12 +46,18 @@ def test_a_file_and_a_folder_keep_their_names(tmp_path, data):
     assert all(f.source.is_absolute() for f in files)
 
 
-def test_same_names_are_made_unique(tmp_path):
+def test_same_names_are_numbered_where_they_land(tmp_path):
     for sub in ("x", "y"):
         (tmp_path / sub).mkdir()
         (tmp_path / sub / "data.csv").write_text(sub)
     files = collect_files([tmp_path / "x" / "data.csv", tmp_path / "y" / "data.csv"], settings())
-    assert [f.name for f in files] == ["data.csv", "data (2).csv"]
+    (tmp_path / "dest").mkdir()
+    assert copy_in(tmp_path / "dest", incoming(files), None) == ["data.csv", "data (2).csv"]
+    assert (tmp_path / "dest" / "data (2).csv").read_text() == "y"
+
+
+def incoming(files):
+    return [Incoming(f.source, f.root, f.name, f.size) for f in files]
 
 
 def test_a_missing_path_is_named(tmp_path):
@@ -132,7 +140,8 @@ def test_sanitising_keeps_ordinary_and_non_latin_names():
 
 def test_copies_land_under_their_names(tmp_path, data):
     files = collect_files([data], settings())
-    copy_files(files, tmp_path / "dest")
+    (tmp_path / "dest").mkdir()
+    copy_in(tmp_path / "dest", incoming(files), None)
     assert (tmp_path / "dest" / "data.csv").read_text() == data.read_text()
 
 
@@ -141,7 +150,7 @@ def test_copies_land_under_their_names(tmp_path, data):
 
 
 def test_with_a_tool_the_model_gets_a_list_of_the_files(data):
-    note = describe_files(collect_files([data], settings()), "/mnt/data", 1000)
+    note = describe_files(collect_files([data], settings()), ["/mnt/data/data.csv"], 1000)
     assert note == "[Files]\n/mnt/data/data.csv (text/csv, 12 B)\n\n\n1 file uploaded."
 
 
@@ -197,7 +206,7 @@ def test_long_documents_are_cut_with_a_note(tmp_path):
     path = tmp_path / "long.txt"
     path.write_text("x" * 5000)
     text = read_document(path, 1000)
-    assert text.startswith("x" * 1000) and "4000 more characters" in text and "max_document_chars" in text
+    assert text.startswith("x" * 1000) and "the rest of this document was cut" in text and "max_document_chars" in text
 
 
 def test_a_damaged_document_says_so(tmp_path):
@@ -350,3 +359,92 @@ def test_figures_count_against_the_runs_output_limits(tmp_path):
     agent.close()
     assert [a.kind for a in result.artifacts] == ["image"] * 3
     assert result.steps[0].observations[0].content.count("was not kept for the user") == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# What the code left in /mnt/data, and a user's folder, against the files handed in
+
+
+@pytest.mark.slow
+def test_links_pipes_and_folders_planted_at_the_uploads_names_are_never_followed(tmp_path, data):
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o700)
+    (victim / "secret.txt").write_text("host secret")
+    (victim / "secret.txt").chmod(0o600)
+    (tmp_path / "rep").mkdir()
+    (tmp_path / "rep" / "a.txt").write_text("a")
+    agent = Agent(tools=["python"], policy=python_policy(), runs_dir=tmp_path / "runs")
+    with agent.chat() as session:
+        agent.model = ScriptedModel([
+            "python\nimport os\n"
+            f"os.symlink({str(victim / 'secret.txt')!r}, '/mnt/data/data.csv')\n"
+            f"os.symlink({str(victim)!r}, '/mnt/data/rep')\nos.mkfifo('/mnt/data/notes.txt')",
+            "\nplanted"])
+        session.run("plant")
+        (tmp_path / "notes.txt").write_text("mine")
+        started = time.monotonic()
+        shown = session.upload(data, tmp_path / "rep", tmp_path / "notes.txt")
+        assert time.monotonic() - started < 10  # the pipe was not opened
+    agent.close()
+    assert [Path(p).name for p in shown] == ["data (2).csv", "a.txt", "notes (2).txt"]
+    assert "rep (2)" in shown[1]
+    assert (victim / "secret.txt").read_text() == "host secret"
+    assert (victim / "secret.txt").stat().st_uid == os.getuid() and victim.stat().st_uid == os.getuid()
+    assert sorted(p.name for p in victim.iterdir()) == ["secret.txt"]
+
+
+def test_clashing_sanitised_names_and_long_names_all_land(tmp_path):
+    folder = tmp_path / "rep"
+    (folder / "a_b").mkdir(parents=True)
+    (folder / "a_b" / "x").write_text("x")
+    (folder / "a:b").write_text("file")
+    long_a, long_b = "a" * 250 + ":.txt", "a" * 250 + "_.txt"
+    (folder / long_a).write_text("1")
+    (folder / long_b).write_text("2")
+    files = collect_files([folder], settings())
+    (tmp_path / "dest").mkdir()
+    names = copy_in(tmp_path / "dest", incoming(files), None)
+    assert len(names) == 4 and len(set(names)) == 4
+    assert all(len(part.encode()) <= 255 for name in names for part in name.split("/"))
+
+
+def test_a_folder_swapped_for_a_link_after_the_check_is_not_followed(tmp_path):
+    folder = tmp_path / "rep"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "passwd").write_text("harmless")
+    files = collect_files([folder], settings())
+    (folder / "sub" / "passwd").unlink()
+    (folder / "sub").rmdir()
+    (folder / "sub").symlink_to("/etc", target_is_directory=True)  # the race, made deterministic
+    (tmp_path / "dest").mkdir()
+    with pytest.raises(OSError):
+        copy_in(tmp_path / "dest", incoming(files), None)
+    copied = [p for p in (tmp_path / "dest").rglob("*") if p.is_file()]
+    assert all("root:" not in p.read_text() for p in copied)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="lending a folder to a sandbox uid happens as root")
+def test_a_workdir_keeps_its_owners_and_hard_links_stay_out_of_reach(tmp_path):
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    (workdir / "mine.txt").write_text("mine")
+    os.chown(workdir / "mine.txt", 1234, 1234)
+    (workdir / "private.txt").write_text("root only")
+    (workdir / "private.txt").chmod(0o600)
+    outside = tmp_path / "outside.conf"
+    outside.write_text("host config\n")
+    os.link(outside, workdir / "linked.conf")
+    (workdir / "results.csv").write_text("the user's")
+    agent = Agent(tools=["python"], policy=python_policy(), workdir=workdir, runs_dir=tmp_path / "runs")
+    (tmp_path / "upload").mkdir()
+    (tmp_path / "upload" / "results.csv").write_text("handed in")
+    result = run_cells(agent, ["try:\n    open('/mnt/data/linked.conf', 'a').write('pwned\\n')\n"
+                               "except OSError as e:\n    print(type(e).__name__)"],
+                       files=[tmp_path / "upload" / "results.csv"])
+    agent.close()
+    assert result.status == "answered", result.error
+    assert outside.read_text() == "host config\n" and outside.stat().st_uid == 0
+    assert (workdir / "mine.txt").stat().st_uid == 1234 and (workdir / "private.txt").stat().st_uid == 0
+    assert (workdir / "results.csv").read_text() == "the user's"  # not overwritten by the upload
+    assert (workdir / "results (2).csv").read_text() == "handed in"

@@ -340,3 +340,19 @@ def test_closing_a_pool_kills_the_kernel_it_is_starting_instead_of_waiting():
     assert not pool._thread.is_alive() and not pool.ready
     with pytest.raises(SandboxClosedError):
         pool.claim(timeout=1)
+
+
+async def test_a_cancelled_cell_that_ignores_interrupts_does_not_hold_up_the_next_one():
+    """Ctrl-C on code that ignores SIGINT: the kernel is restarted after the grace period, not after timeout_s."""
+    async with AsyncSandbox(settings(timeout_s=120, interrupt_grace_s=1.0)) as sandbox:
+        await sandbox.execute("x = 1")
+        code = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('deaf', flush=True)\ntime.sleep(100)"
+        heard, loop = asyncio.Event(), asyncio.get_running_loop()
+        task = asyncio.ensure_future(sandbox.execute(code, on_output=lambda stream, text: loop.call_soon_threadsafe(heard.set)))
+        await asyncio.wait_for(heard.wait(), 60)
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        result = await sandbox.execute("print('next')")
+        assert result.stdout == "next\n" and time.monotonic() - started < 30

@@ -21,12 +21,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.files import InputFile, copy_files, media_type, private_dir
+from agent.errors import FileInputError
+from agent.files import InputFile, media_type, private_dir
 from agent.messages import Artifact
 from agent.policy import FileSettings, Policy
 from agent.tool import Tool, ToolContext, ToolOutput, strip_fence
 from sandbox import AsyncSandbox, KernelPool, describe_isolation
-from sandbox.workdir import FileState, changes, copy_out, snapshot
+from sandbox.workdir import FileState, Incoming, changes, copy_in, copy_out, snapshot
 
 MB = 1024 * 1024
 TICK_S = 1.0  # how often the progress line says how long the cell has run
@@ -111,13 +112,23 @@ class PythonTool(Tool):
             text = "\n".join(shown) if text == "(no output)" else "\n".join([text, *shown])
         return ToolOutput(text=text, artifacts=artifacts + files, is_error=result.error is not None)
 
-    async def receive_files(self, files: list[InputFile], context: ToolContext) -> str:
-        """Copy the user's files into this session's ``/mnt/data``; returns where the code sees them."""
+    async def receive_files(self, files: list[InputFile], context: ToolContext) -> list[str]:
+        """Copy the user's files into this session's ``/mnt/data``; returns where the code sees each.
+
+        ``/mnt/data`` is the code's to shape: nothing it left there (a link, a pipe, a file) is
+        followed or overwritten (see :func:`sandbox.workdir.copy_in`).
+        """
         session = await self._session(context)
         sandbox = session.sandbox
-        await asyncio.to_thread(copy_files, files, sandbox.workdir, sandbox.file_owner)
-        session.files = await asyncio.to_thread(snapshot, sandbox.workdir)  # inputs are not outputs
-        return sandbox.data_dir
+        incoming = [Incoming(file.source, file.root, file.name, file.size) for file in files]
+        try:
+            names = await asyncio.to_thread(copy_in, sandbox.workdir, incoming, sandbox.file_owner)
+        except OSError as exc:
+            raise FileInputError(f"The files could not be copied into the sandbox ({exc.strerror or exc}); "
+                                 "nothing of them is counted as handed in.") from None
+        finally:
+            session.files = await asyncio.to_thread(snapshot, sandbox.workdir)  # inputs are not outputs
+        return [f"{sandbox.data_dir}/{name}" for name in names]
 
     async def _session(self, context: ToolContext) -> _Session:
         """The session's notebook, started (or claimed warm) on first use.
@@ -128,6 +139,8 @@ class PythonTool(Tool):
         session = self._session_of(context)
         if session.ready is None:
             session.ready = asyncio.ensure_future(self._prepare(session, context))
+            # If every caller is cancelled (Ctrl-C while the kernel starts), its outcome is still retrieved.
+            session.ready.add_done_callback(lambda done: done.cancelled() or done.exception())
         await asyncio.shield(session.ready)
         return session
 
@@ -171,9 +184,15 @@ class PythonTool(Tool):
         """
         workdir = session.sandbox.workdir
         limits = self.policy.files
-        now = snapshot(workdir, limit=limits.max_files * 10)
+        scan_limit = limits.max_files * 10
+        now = snapshot(workdir, limit=scan_limit)
         changed = changes(session.files, now)
         session.files = now
+        if len(now) >= scan_limit:  # more than the run could keep anyway: say so rather than drop in silence
+            not_kept_note = (f"[/mnt/data holds more than {scan_limit} files; only the first {scan_limit} found were "
+                             "considered for keeping]")
+        else:
+            not_kept_note = None
         kept, not_kept = [], []
         for file in changed:
             where = f"{session.sandbox.data_dir}/{file.name}"
@@ -192,6 +211,8 @@ class PythonTool(Tool):
                     continue  # replaced by a link or a pipe since the scan, or gone: nothing to keep
             kind = "image" if media_type(file.name).startswith("image/") else "file"
             kept.append(Artifact(path=path, kind=kind, tool=self.name, description=f"{where}, written by a cell"))
+        if not_kept_note:
+            not_kept.append(not_kept_note)
         return kept, not_kept
 
     async def _tick(self, context: ToolContext) -> None:
