@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from agent.errors import FileInputError
 from agent.files import InputFile, media_type, private_dir
@@ -188,12 +187,10 @@ class PythonTool(Tool):
         now = snapshot(workdir, limit=scan_limit)
         changed = changes(session.files, now)
         session.files = now
-        if len(now) >= scan_limit:  # more than the run could keep anyway: say so rather than drop in silence
-            not_kept_note = (f"[/mnt/data holds more than {scan_limit} files; only the first {scan_limit} found were "
-                             "considered for keeping]")
-        else:
-            not_kept_note = None
         kept, not_kept = [], []
+        if len(now) >= scan_limit:  # more than the run could keep anyway: said, rather than dropped in silence
+            not_kept.append(f"[/mnt/data holds more than {scan_limit} files; only the first {scan_limit} found were "
+                            "considered for keeping]")
         for file in changed:
             where = f"{session.sandbox.data_dir}/{file.name}"
             refused = session.keep(context.run_id, file.size, limits)
@@ -211,8 +208,6 @@ class PythonTool(Tool):
                     continue  # replaced by a link or a pipe since the scan, or gone: nothing to keep
             kind = "image" if media_type(file.name).startswith("image/") else "file"
             kept.append(Artifact(path=path, kind=kind, tool=self.name, description=f"{where}, written by a cell"))
-        if not_kept_note:
-            not_kept.append(not_kept_note)
         return kept, not_kept
 
     async def _tick(self, context: ToolContext) -> None:
