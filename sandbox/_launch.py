@@ -425,13 +425,18 @@ def run_sweep(config: dict) -> None:
     drop_privileges(config["uid"], config["gid"])
     me = os.getpid()
     deadline = time.monotonic() + 5
-    # kill(-1) reports success whenever other processes exist at all, so look for survivors instead.
-    while _live_processes_of(config["uid"], me) and time.monotonic() < deadline:
+    # kill(-1) reports success whenever other processes exist at all, so look for survivors instead;
+    # then wait for their zombies to be reaped too, since they still count against RLIMIT_NPROC,
+    # which the kernel's next start is bound by.
+    while _processes_of(config["uid"], me, zombies=False) and time.monotonic() < deadline:
         os.kill(-1, signal.SIGKILL)  # every process we may signal, except ourselves
+        time.sleep(0.005)
+    while _processes_of(config["uid"], me, zombies=True) and time.monotonic() < deadline:
         time.sleep(0.005)
 
 
-def _live_processes_of(uid: int, me: int) -> bool:
+def _processes_of(uid: int, me: int, zombies: bool) -> bool:
+    """Whether a process of ``uid`` other than us exists (counting zombies when ``zombies``)."""
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) != me:
             try:
@@ -441,7 +446,7 @@ def _live_processes_of(uid: int, me: int) -> bool:
                     stat = f.read()
             except OSError:
                 continue
-            if stat[stat.rfind(b")") + 2 :].split()[0] != b"Z":  # zombies are dead already
+            if zombies or stat[stat.rfind(b")") + 2 :].split()[0] != b"Z":
                 return True
     return False
 
