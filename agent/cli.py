@@ -226,9 +226,9 @@ def doctor(
             table = Table(box=None, show_header=False, pad_edge=False)
             styles = {"ok": "green", "warn": "yellow", "fail": "bold red"}
             for finding in findings:
-                detail = Text(finding.detail)
+                detail = Text(visible(finding.detail))  # paths and messages from the machine: shown, not obeyed
                 if finding.fix:
-                    detail.append(f"\nfix: {finding.fix}", style="cyan")
+                    detail.append(f"\nfix: {visible(finding.fix)}", style="cyan")
                 table.add_row(Text(finding.status, style=styles[finding.status]), Text(finding.check, style="bold"),
                               detail)
             Console().print(table)
