@@ -69,6 +69,11 @@ TranscriptOpt = typer.Option(None, "--transcript", help="Append the run's events
 SystemOpt = typer.Option(None, "--system-prompt", help="Text for the system message.")
 YesOpt = typer.Option(False, "--yes", "-y", help="Approve every call of tools the policy marks require_approval.")
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks.")
+TimeoutOpt = typer.Option(None, "--timeout", min=0.1, metavar="S", help="With --base-url: the longest the server may "
+                          "stay silent (default 30 s on this machine or a private network, 120 s otherwise).")
+RetriesOpt = typer.Option(None, "--max-retries", min=0, metavar="N", help="With --base-url: tries after the first on "
+                          "connection errors, 429 and 5xx (default 3).")
+NoStreamOpt = typer.Option(False, "--no-stream", help="With --base-url: ask for whole answers instead of a stream.")
 FileOpt = typer.Option(None, "--file", "-f", metavar="PATH", help="A file or folder to hand in (repeatable): copied to /mnt/data for "
                                                   "the python tool, or read as a document without it.")
 WorkdirOpt = typer.Option(None, "--workdir", metavar="DIR", help="Use this folder as /mnt/data itself: inputs are read from it and "
@@ -83,12 +88,14 @@ def run(
     tools_module: Optional[List[str]] = ModuleOpt, policy: str = PolicyOpt, max_steps: Optional[int] = MaxStepsOpt,
     json_output: bool = typer.Option(False, "--json", help="Print one JSON event per line; the last is the result."),
     transcript: Optional[Path] = TranscriptOpt, system_prompt: Optional[str] = SystemOpt, yes: bool = YesOpt,
-    file: Optional[List[Path]] = FileOpt, workdir: Optional[Path] = WorkdirOpt, debug: bool = DebugOpt,
+    file: Optional[List[Path]] = FileOpt, workdir: Optional[Path] = WorkdirOpt, timeout: Optional[float] = TimeoutOpt,
+    max_retries: Optional[int] = RetriesOpt, no_stream: bool = NoStreamOpt, debug: bool = DebugOpt,
 ) -> None:
     """Run one task and print the answer."""
     with _errors(debug):
         agent = _build_agent(model, base_url, api_key, backend, tools, tools_module, policy, max_steps, transcript,
-                             system_prompt, yes, interactive=not json_output, files=file, workdir=workdir)
+                             system_prompt, yes, interactive=not json_output, files=file, workdir=workdir,
+                             served=_served_options(timeout, max_retries, no_stream))
         console = Console()
         display = EventDisplay(console, errors=err)
         result = None
@@ -122,7 +129,8 @@ def chat(
     backend: Optional[Backend] = BackendOpt, tools: Optional[str] = ToolsOpt,
     tools_module: Optional[List[str]] = ModuleOpt, policy: str = PolicyOpt, max_steps: Optional[int] = MaxStepsOpt,
     transcript: Optional[Path] = TranscriptOpt, system_prompt: Optional[str] = SystemOpt, yes: bool = YesOpt,
-    file: Optional[List[Path]] = FileOpt, workdir: Optional[Path] = WorkdirOpt, debug: bool = DebugOpt,
+    file: Optional[List[Path]] = FileOpt, workdir: Optional[Path] = WorkdirOpt, timeout: Optional[float] = TimeoutOpt,
+    max_retries: Optional[int] = RetriesOpt, no_stream: bool = NoStreamOpt, debug: bool = DebugOpt,
 ) -> None:
     """Talk with the agent over several turns.
 
@@ -131,7 +139,8 @@ def chat(
     """
     with _errors(debug):
         agent = _build_agent(model, base_url, api_key, backend, tools, tools_module, policy, max_steps, transcript,
-                             system_prompt, yes, interactive=True, files=file, workdir=workdir)
+                             system_prompt, yes, interactive=True, files=file, workdir=workdir,
+                             served=_served_options(timeout, max_retries, no_stream))
         console = Console()
         display = EventDisplay(console, errors=err)
         session = agent.chat()
@@ -259,7 +268,8 @@ def hide_from_process_list(secret: str) -> None:
 def _build_agent(model: str | None, base_url: str | None, api_key: str | None, backend: Backend | None,
                  tools: str | None, tools_module: list[str] | None, policy: str, max_steps: int | None,
                  transcript: Path | None, system_prompt: str | None, yes: bool, interactive: bool,
-                 files: list[Path] | None = None, workdir: Path | None = None) -> Agent:
+                 files: list[Path] | None = None, workdir: Path | None = None,
+                 served: dict | None = None) -> Agent:
     if api_key:
         hide_from_process_list(api_key)
     loaded_policy = load_policy(policy)
@@ -275,26 +285,36 @@ def _build_agent(model: str | None, base_url: str | None, api_key: str | None, b
     agent = Agent(tools=items, policy=loaded_policy, system_prompt=system_prompt, approve=approve,
                   transcript=transcript, workdir=workdir)
     try:  # the model last: a mistake in the flags above should not wait for weights to load
-        agent.model = build_model(model, base_url, api_key, backend)
+        agent.model = build_model(model, base_url, api_key, backend, **(served or {}))
     except BaseException:
         agent.close()
         raise
     return agent
 
 
+def _served_options(timeout: float | None, max_retries: int | None, no_stream: bool) -> dict:
+    """The flags that only a served model takes, as its keyword arguments (only those given)."""
+    options: dict = {"timeout": timeout, "max_retries": max_retries, "stream": False if no_stream else None}
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def build_model(model: str | None, base_url: str | None, api_key: str | None,
-                backend: Backend | None = None) -> ChatModel:
-    """The backend the CLI flags describe: served (chat or completions) with --base-url, else local."""
+                backend: Backend | None = None, **served: object) -> ChatModel:
+    """The backend the CLI flags describe: served (chat or completions) with --base-url, else local.
+
+    ``served``: ``timeout``, ``max_retries``, ``stream`` for a served model (usage error without one).
+    """
     from . import models
 
     if base_url:
         if not model:
             raise UsageError("--model is required with --base-url: give the name the server serves the model under.")
-        if backend == Backend.completions:
-            return models.CompletionsModel(base_url, model, api_key=api_key)
-        return models.OpenAIChatModel(base_url, model, api_key=api_key)
-    if backend is not None:
-        raise UsageError("--backend only applies to served models: add --base-url URL.")
+        backend_class = models.CompletionsModel if backend == Backend.completions else models.OpenAIChatModel
+        return backend_class(base_url, model, api_key=api_key, **served)  # type: ignore[arg-type]
+    if backend is not None or served:
+        flags = "--backend" if backend is not None else "--timeout, --max-retries and --no-stream"
+        verb = "applies" if backend is not None else "apply"
+        raise UsageError(f"{flags} only {verb} to served models: add --base-url URL.")
     local = models.TransformersModel(model) if model else models.TransformersModel()
     local.load()  # now, with its progress bar, rather than in the middle of the first step
     return local

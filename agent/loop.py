@@ -41,6 +41,7 @@ Approver = Callable[[ToolCall], bool | Awaitable[bool]]
 
 _CITATION = re.compile(r"【([^†】]+)†[^】]*】")
 
+LAST_TURN_SHARE, LAST_TURN_MAX_S = 0.25, 30.0  # of wall_time_s, kept for the answer after a budget runs out
 BUDGET_NOTE = ("You have used up your budget for this task ({reason}). Tools will not run any more: "
                "answer the user now with what you have found.")
 
@@ -266,7 +267,8 @@ class ChatSession:
         self._turns += 1
         run_id = f"{self.id}-{self._turns}"
         started = time.monotonic()  # the event loop's clock, so deadlines work with asyncio timeouts
-        deadline = started + limits.wall_time_s
+        # wall_time_s is a hard limit: the steps stop early enough to leave the last answer its turn.
+        deadline = started + limits.wall_time_s - min(LAST_TURN_SHARE * limits.wall_time_s, LAST_TURN_MAX_S)
         announce = _Announcer(run_id, emit)
         result = RunResult(run_id=run_id, task=task)
         citations: dict[str, Citation] = {}
@@ -287,9 +289,9 @@ class ChatSession:
             except asyncio.TimeoutError:
                 answered, budget_reason = False, f"the wall-time limit of {limits.wall_time_s:g} s"
                 self._close_open_calls(result.steps[-1] if result.steps else None, announce,
-                                       "Not finished: the task's wall-time limit ran out.")
+                                       "Not finished: the task's wall-time limit ran out, so the call was abandoned.")
             if not answered:
-                await self._last_turn(model, specs, budget_reason, result, announce)
+                await self._last_turn(model, specs, budget_reason, result, announce, started + limits.wall_time_s)
         except AgentError as exc:
             result.status, result.error = "error", str(exc)
             announce(RunError, message=str(exc))
@@ -443,16 +445,15 @@ class ChatSession:
         return bool(verdict)
 
     async def _last_turn(self, model: ChatModel, specs: list, reason: str, result: RunResult,
-                         announce: "_Announcer") -> None:
-        """Out of budget: one more turn in which the model answers and no tool runs."""
+                         announce: "_Announcer", deadline: float) -> None:
+        """Out of budget: one more turn, before ``deadline``, in which the model answers and no tool runs."""
         self.messages.append(Message(role="user", content=BUDGET_NOTE.format(reason=reason)))
         step = Step(index=len(result.steps) + 1)
         result.steps.append(step)
         announce(StepStarted, step=step.index)
-        grace = max(10.0, self.agent.policy.agent.wall_time_s * 0.1)
         result.status = "budget_exhausted"
         try:
-            turn = await _before(time.monotonic() + grace, self._model_turn(model, specs, step, announce))
+            turn = await _before(deadline, self._model_turn(model, specs, step, announce))
         except asyncio.TimeoutError:
             return
         if turn.tool_calls:  # calls made now never run: keep only the text, so no call is left unanswered

@@ -22,10 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import inspect
 import io
 import json
+import queue
 import re
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +87,54 @@ class ToolContext:
                       description: str = "") -> Artifact:
         path = write_private(self.artifacts_dir / f"{tool}-{uuid.uuid4().hex[:8]}{suffix}", data)
         return Artifact(path=path, kind=kind, tool=tool, description=description)
+
+
+# Sync tools run on daemon threads of their own, not asyncio's executor: a call still running when a
+# run ends (its wall time spent, Ctrl-C) is abandoned, and never keeps the process from exiting.
+_jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+_idle_workers = 0
+_workers_lock = threading.Lock()
+
+
+def _worker() -> None:
+    while True:
+        _jobs.get()()  # each job marks its worker idle before it hands its result over
+
+
+async def in_worker_thread(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """``fn(**kwargs)`` on a daemon worker thread; cancelling the await abandons the call."""
+    global _idle_workers
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def job() -> None:
+        global _idle_workers
+        try:
+            settle = functools.partial(_settle, future, context.run(fn, **kwargs), None)
+        except BaseException as exc:  # handed to the awaiting side
+            settle = functools.partial(_settle, future, None, exc)
+        with _workers_lock:  # idle before the result is out, so the next call reuses this thread
+            _idle_workers += 1
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits for this any more
+            loop.call_soon_threadsafe(settle)
+
+    with _workers_lock:
+        start = _idle_workers == 0
+        if not start:
+            _idle_workers -= 1
+    _jobs.put(job)
+    if start:
+        threading.Thread(target=_worker, name="tool-worker", daemon=True).start()
+    return await future
+
+
+def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if not future.done():
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
 
 
 class ToolOutput(BaseModel):
@@ -148,7 +200,7 @@ class Tool:
             kwargs[signature.context_param] = context
         if signature.is_async:
             return await self.forward(**kwargs)
-        return await asyncio.to_thread(self.forward, **kwargs)
+        return await in_worker_thread(self.forward, **kwargs)
 
     async def receive_files(self, files: list[InputFile], context: ToolContext) -> list[str] | None:
         """Take the user's files for this session; return where the tool's code sees each one, in order.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import ipaddress
 import json
 import os
 import re
@@ -64,6 +65,21 @@ def redact_credentials(text: str) -> str:
     return _USERINFO.sub("***@", text)
 
 
+LOCAL_TIMEOUT_S = 30.0  # a server on this machine or the local network: silence this long means trouble
+REMOTE_TIMEOUT_S = 120.0  # a hosted API, further away and busier
+
+
+def default_timeout(base_url: str) -> float:
+    """How long a server may stay silent (connect, first byte, between streamed chunks) by default."""
+    host = urlsplit(base_url).hostname or ""
+    try:
+        address = ipaddress.ip_address(host)
+        local = address.is_loopback or address.is_private or address.is_link_local
+    except ValueError:
+        local = host in ("localhost", "host.docker.internal") or host.endswith((".local", ".localhost"))
+    return LOCAL_TIMEOUT_S if local else REMOTE_TIMEOUT_S
+
+
 class _RetryableStatus(Exception):
     """A 429/5xx answer: worth another try, after ``retry_after`` seconds when the server said so."""
 
@@ -82,7 +98,7 @@ class ServerClient:
     that opened them.
     """
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, *, timeout: float = 600.0,
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, *, timeout: float | None = None,
                  connect_timeout: float = 10.0, max_retries: int = 3, backoff: float = 0.5,
                  max_backoff: float = 20.0, max_retry_after: float = 60.0,
                  headers: dict[str, str] | None = None):
@@ -90,6 +106,7 @@ class ServerClient:
             raise ValueError(f"max_retries must be 0 or more, got {max_retries}.")
         self._url = normalize_base_url(base_url)  # with any user:password in it, for httpx alone
         self.base_url = redact_credentials(self._url)  # what messages, events and transcripts show
+        timeout = default_timeout(self._url) if timeout is None else timeout
         self.model = model
         self.max_retries = max_retries
         self.backoff = backoff
@@ -142,10 +159,11 @@ class ServerClient:
         response = await self._send(path, payload, stream=True)
         try:
             if response.headers.get("content-type", "").startswith("application/json"):
-                await response.aread()
-                _raise_for_inline_error(response.json(), self.base_url)
-                raise ModelError(f"The server at {self.base_url} ignored stream=True and sent one JSON answer; "
-                                 "pass stream=False for this server.")
+                await response.aread()  # a server that does not stream: its one answer, read as one event
+                answer = response.json()
+                _raise_for_inline_error(answer, self.base_url)
+                yield as_stream_event(answer)
+                return
             async with contextlib.aclosing(response.aiter_lines()) as lines:
                 async for event in iter_sse(lines):
                     _raise_for_inline_error(event, self.base_url)
@@ -240,8 +258,8 @@ class ServerClient:
 
     def _timeout_error(self) -> ModelConnectionError:
         return ModelConnectionError(
-            f"The model server at {self.base_url} sent nothing for {self.timeout.read} s; "
-            "raise timeout= or check how busy the server is.")
+            f"The model server at {self.base_url} sent nothing for {self.timeout.read:g} s; check that it is "
+            "working, or give it longer with --timeout (timeout= in Python).")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -301,6 +319,18 @@ def error_message(response: httpx.Response) -> str:
         elif error:
             return str(error)[:300]
     return json.dumps(data)[:200]
+
+
+def as_stream_event(answer: dict[str, Any]) -> dict[str, Any]:
+    """A whole (non-streamed) answer in the shape of one streamed event: ``message`` becomes ``delta``."""
+    choices = []
+    for choice in answer.get("choices") or []:
+        message = choice.get("message")
+        if isinstance(message, dict):
+            calls = [{**call, "index": i} for i, call in enumerate(message.get("tool_calls") or [])]
+            choice = {**choice, "delta": {**message, "tool_calls": calls} if calls else message}
+        choices.append(choice)
+    return {**answer, "choices": choices}
 
 
 def _raise_for_inline_error(data: Any, base_url: str) -> None:
@@ -363,7 +393,10 @@ class ServedModel:
         model: the served model's name (vLLM's ``--served-model-name``, or the path it loaded).
         api_key: sent as ``Authorization: Bearer``; defaults to ``OPENAI_API_KEY``, none when unset.
         stream: stream tokens over SSE (``on_token`` then sees them as they come).
-        timeout: seconds to wait for the server's next bytes (connect timeout: ``connect_timeout``).
+        timeout: the longest the server may stay silent, in seconds: before its first byte and
+            between streamed chunks (without streaming, the whole answer must come within it).
+            Default: 30 s for a server on this machine or a private network, 120 s for others.
+            A silent server ends the run with one error that says so; it is not retried.
         max_retries: tries after the first on connect errors, 429 and 5xx.
         backoff: first wait between tries in seconds, doubled each time up to ``max_backoff``;
             a ``Retry-After`` header wins.
@@ -373,7 +406,7 @@ class ServedModel:
     """
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *, stream: bool = True,
-                 timeout: float = 600.0, connect_timeout: float = 10.0, max_retries: int = 3,
+                 timeout: float | None = None, connect_timeout: float = 10.0, max_retries: int = 3,
                  backoff: float = 0.5, max_backoff: float = 20.0, extra_body: dict[str, Any] | None = None,
                  headers: dict[str, str] | None = None):
         self.model = model
