@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import importlib.util
 import json
+import os
 import shlex
 import sys
 import traceback
@@ -26,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .display import EventDisplay, error_line, visible
-from .errors import AgentError, FileInputError, ToolDefinitionError
+from .errors import AgentError, FileInputError, PolicyError, ToolDefinitionError
 from .events import RunFinished
 from .files import collect_files
 from .loop import Agent, ChatSession
@@ -41,6 +42,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 err = Console(stderr=True, soft_wrap=True)
 
 EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET, EXIT_INTERRUPTED = 1, 2, 3, 130
+CHAT_HELP = ("/upload PATH  hand in a file or folder (the model is told in your next message)\n"
+             "/new          start a fresh conversation (a new kernel)\n"
+             "/help         this list\n"
+             "/exit         quit (or Ctrl-D); Ctrl-C stops the current turn only")
 
 
 class UsageError(AgentError):
@@ -82,7 +87,9 @@ WorkdirOpt = typer.Option(None, "--workdir", metavar="DIR", help="Use this folde
 
 @app.command()
 def run(
-    task: str = typer.Argument(..., metavar="TASK", help="What the agent should do."),
+    task: Optional[str] = typer.Argument(None, metavar="TASK", help="What the agent should do; '-' reads it from "
+                                                                     "standard input."),
+    task_file: Optional[Path] = typer.Option(None, "--task-file", metavar="PATH", help="Read the task from a file."),
     model: Optional[str] = ModelOpt, base_url: Optional[str] = BaseUrlOpt, api_key: Optional[str] = ApiKeyOpt,
     backend: Optional[Backend] = BackendOpt, tools: Optional[str] = ToolsOpt,
     tools_module: Optional[List[str]] = ModuleOpt, policy: str = PolicyOpt, max_steps: Optional[int] = MaxStepsOpt,
@@ -93,6 +100,7 @@ def run(
 ) -> None:
     """Run one task and print the answer."""
     with _errors(debug):
+        task = _read_task(task, task_file)
         agent = _build_agent(model, base_url, api_key, backend, tools, tools_module, policy, max_steps, transcript,
                              system_prompt, yes, interactive=not json_output, files=file, workdir=workdir,
                              served=_served_options(timeout, max_retries, no_stream))
@@ -103,8 +111,12 @@ def run(
             with contextlib.closing(agent.stream(task, files=file or [])) as events:
                 for event in events:
                     if json_output:
-                        sys.stdout.write(event.model_dump_json() + "\n")
-                        sys.stdout.flush()
+                        try:
+                            sys.stdout.write(event.model_dump_json() + "\n")
+                            sys.stdout.flush()
+                        except BrokenPipeError:  # `agent run --json | head -1`: the reader has what it wanted
+                            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                            return
                     else:
                         display.show(event)
                     if isinstance(event, RunFinished):
@@ -119,8 +131,8 @@ def run(
             if json_output and result is not None:  # the display already said it otherwise
                 err.print(error_line(result.error or "the run failed"))
             raise typer.Exit(EXIT_ERROR)
-        if result.status == "budget_exhausted":
-            raise typer.Exit(EXIT_BUDGET)
+        if result.status == "budget_exhausted" and not result.answer.strip():
+            raise typer.Exit(EXIT_BUDGET)  # 3 only when the budget ran out before any answer
 
 
 @app.command()
@@ -145,6 +157,8 @@ def chat(
         display = EventDisplay(console, errors=err)
         session = agent.chat()
         try:
+            console.print(Text(f"glm-agent chat · {visible(agent.model.name)} · tools: "
+                               f"{', '.join(agent.tools.names) or 'none'} · /help for commands", style="dim"))
             if file:
                 _upload(session, file, console)
             while True:
@@ -158,7 +172,9 @@ def chat(
                     continue
                 if text in ("/exit", "/quit"):
                     break
-                if text == "/new":
+                if text == "/help":
+                    console.print(Text(CHAT_HELP, style="dim"))
+                elif text == "/new":
                     session.close()
                     session = agent.chat()
                 elif text.startswith("/upload"):
@@ -343,6 +359,8 @@ def load_tools_module(spec: str) -> list[Tool]:
             module = importlib.util.module_from_spec(module_spec)
             module_spec.loader.exec_module(module)
         else:
+            if os.getcwd() not in sys.path:  # `agent` is a console script: the current folder is not on the path
+                sys.path.insert(0, os.getcwd())
             module = importlib.import_module(spec)
     except AgentError:
         raise
@@ -352,6 +370,23 @@ def load_tools_module(spec: str) -> list[Tool]:
     if not found:
         raise ToolDefinitionError(f"Tools module {spec!r} defines no @tool functions or Tool objects.")
     return found
+
+
+def _read_task(task: str | None, task_file: Path | None) -> str:
+    """The task from the argument, ``-`` (standard input) or ``--task-file``; an empty one is a usage error."""
+    if task_file is not None:
+        if task is not None:
+            raise UsageError("Give the task either as an argument or with --task-file, not both.")
+        try:
+            task = task_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--task-file {task_file} cannot be read ({exc.strerror}).") from None
+    elif task == "-":
+        task = sys.stdin.read()
+    if not task or not task.strip():
+        raise UsageError("The task is empty: say what the agent should do (an argument, '-' for standard input, "
+                         "or --task-file PATH).")
+    return task.strip()
 
 
 def approval_prompt(call: ToolCall) -> Text:
@@ -371,7 +406,7 @@ def _errors(debug: bool) -> Iterator[None]:
         yield
     except (typer.Exit, typer.Abort):
         raise
-    except (UsageError, FileInputError) as exc:  # what the user typed, or a file they named
+    except (UsageError, FileInputError, PolicyError, ToolDefinitionError) as exc:  # what the user typed or named
         err.print(error_line(str(exc)))
         raise typer.Exit(EXIT_USAGE) from None
     except AgentError as exc:
@@ -387,6 +422,20 @@ def _errors(debug: bool) -> Iterator[None]:
             traceback.print_exc()
         err.print(error_line(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"))
         raise typer.Exit(EXIT_ERROR) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"glm-agent {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """A tool-using agent modelled on GLM-4 All Tools."""
 
 
 def main() -> None:

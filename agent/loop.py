@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 from .documents import describe_files
-from .errors import AgentError
+from .errors import AgentError, PolicyError
 from .events import (Event, FinalAnswer, ModelTurnEvent, Notice, RunError, RunFinished, RunResult, RunStarted, Step,
                      StepStarted, Timings, Token, ToolCallEvent, ToolProgress, ToolResult, ToolStream)
 from .files import collect_files
 from .messages import Artifact, Citation, Message, Observation, ToolCall
 from .models.base import ChatModel, ModelTurn
-from .policy import Policy, load_policy
+from .policy import BUILTIN_TOOLS, Policy, load_policy
 from .registry import ToolRegistry, default_builtins, error_observation
 from .tool import Tool, ToolContext
 from .transcript import TranscriptWriter
@@ -79,6 +79,12 @@ class Agent:
         self.workdir = Path(workdir).absolute() if workdir is not None else None
         self.transcript = TranscriptWriter(transcript) if transcript else None
         self.tools = ToolRegistry(default_builtins(self.policy) if tools is None else tools, policy=self.policy)
+        unknown = [name for name in self.policy.tools.require_approval
+                   if name not in self.tools and name not in BUILTIN_TOOLS]
+        if unknown:
+            self.tools.close_now()
+            raise PolicyError(f"[tools] require_approval names {unknown[0]!r}, which is no tool of this agent "
+                              f"({', '.join(self.tools.names) or 'none'}) nor a built-in: check the spelling.")
         self._loop_thread: _LoopThread | None = None
 
     @property

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -44,9 +44,20 @@ class ModelSettings(_Section):
     constrained_calls: bool = Field(False, description="constrain tool-call JSON to the tool's schema (local models)")
 
 
+BUILTIN_TOOLS = ("python", "simple_browser", "cogview")
+
+
 class ToolSettings(_Section):
-    enabled: list[str] = Field(default_factory=lambda: ["python", "simple_browser", "cogview"])
+    enabled: list[str] = Field(default_factory=lambda: list(BUILTIN_TOOLS))
     require_approval: list[str] = Field(default_factory=list, description="tools that ask before each call")
+
+    @field_validator("enabled")
+    @classmethod
+    def _known_builtins(cls, names: list[str]) -> list[str]:
+        unknown = [name for name in names if name not in BUILTIN_TOOLS]
+        if unknown:  # a typo would otherwise leave the agent without the tool, silently
+            raise ValueError(f"{unknown[0]!r} is not a built-in tool (choose from {', '.join(BUILTIN_TOOLS)})")
+        return names
 
 
 class SandboxSettings(_Section):

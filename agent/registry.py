@@ -58,10 +58,7 @@ class ToolRegistry:
             for item in tools:
                 self.add(item)
         except BaseException:
-            # tools already made may hold processes (warm kernels): free them before reporting
-            closer = threading.Thread(target=asyncio.run, args=(self.aclose(),))
-            closer.start()
-            closer.join()
+            self.close_now()  # tools already made may hold processes (warm kernels): freed before reporting
             raise
 
     def add(self, item: str | Tool | Callable[..., Any]) -> Tool:
@@ -129,6 +126,12 @@ class ToolRegistry:
             if seen_as is not None:
                 return seen_as
         return None
+
+    def close_now(self) -> None:
+        """Close every tool from synchronous code, also where an event loop already runs (on a thread of its own)."""
+        closer = threading.Thread(target=asyncio.run, args=(self.aclose(),))
+        closer.start()
+        closer.join()
 
     async def aclose(self) -> None:
         for tool in self._tools.values():

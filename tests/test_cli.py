@@ -28,11 +28,11 @@ def add(a: int, b: int) -> int:
 '''
 
 
-def agent_cli(*args, env=None):
+def agent_cli(*args, env=None, cwd=None):
     environment = {**os.environ, "COLUMNS": "120", **(env or {})}
     environment.pop("OPENAI_API_KEY", None)
     return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=120,
-                          env=environment)
+                          env=environment, cwd=cwd)
 
 
 @pytest.fixture
@@ -95,9 +95,11 @@ def test_auth_error_is_one_clear_line(fake_server):
 
 
 @pytest.mark.parametrize("args, message, code", [
-    (["run", "hi", "--policy", "nope"], "Unknown policy 'nope'", 1),
-    (["run", "hi", "--tools", "cogview", "--policy", "strict"], "add it to [tools] enabled", 1),
-    (["tools", "--tools", "cogview", "--policy", "strict"], "does not enable the 'cogview' tool", 1),
+    (["run", "hi", "--policy", "nope"], "Unknown policy 'nope'", 2),
+    (["run", "hi", "--tools", "cogview", "--policy", "strict"], "add it to [tools] enabled", 2),
+    (["tools", "--tools", "cogview", "--policy", "strict"], "does not enable the 'cogview' tool", 2),
+    (["run", ""], "The task is empty", 2),
+    (["run", "hi", "--timeout", "5"], "only apply to served models", 2),
     (["run", "hi", "--base-url", "http://127.0.0.1:1/v1"], "--model is required with --base-url", 2),
     (["run", "hi", "--tools", "shell"], "Unknown built-in tool 'shell'", 2),
     (["run", "hi", "--tools-module", "missing_tools.py"], "does not exist", 2),
@@ -113,11 +115,16 @@ def test_usage_and_configuration_errors(args, message, code):
 
 
 def test_budget_exhausted_exit_code(fake_server, mytools):
+    """Exit 3 only when the budget ran out before any answer; an answer in the last turn is a success."""
+    served = ["--base-url", fake_server.url, "--model", fake_server.model, "--tools", "none",
+              "--tools-module", str(mytools), "--max-steps", "2", "--backend", "completions"]
     fake_server.script(['add\n{"a": 1, "b": 1}', 'add\n{"a": 1, "b": 2}', "\nStopped early."])
-    proc = agent_cli("run", "loop", "--base-url", fake_server.url, "--model", fake_server.model, "--tools", "none",
-                     "--tools-module", str(mytools), "--max-steps", "2", "--backend", "completions")
-    assert proc.returncode == 3, proc.stderr
+    proc = agent_cli("run", "loop", *served)
+    assert proc.returncode == 0, proc.stderr
     assert "Stopped early." in proc.stdout and "budget exhausted" in proc.stdout
+    fake_server.script(['add\n{"a": 1, "b": 1}', 'add\n{"a": 1, "b": 2}', 'add\n{"a": 1, "b": 3}'])
+    proc = agent_cli("run", "loop", *served)
+    assert proc.returncode == 3, proc.stderr
 
 
 def test_tools_lists_schemas(mytools):

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from agent import Agent, tool
-from agent.models import OpenAIChatModel
+from agent.models import OpenAIChatModel, ScriptedModel
 from test_cli import agent_cli
 
 pytestmark = pytest.mark.slow
@@ -114,3 +114,54 @@ def test_a_server_that_ignores_stream_true_is_read_as_json(fake_server, monkeypa
     result = agent.run("2+3?")
     agent.close()
     assert result.status == "answered" and result.answer == "Five." and result.steps[0].observations[0].content == "5"
+
+
+# ----------------------------------------------------------------------------------------------
+# the command line around a run (issue 11.4, the parts done so far)
+
+
+def test_the_task_from_stdin_or_a_file_and_json_into_a_closed_pipe(fake_server, tmp_path):
+    served = ["--base-url", fake_server.url, "--model", fake_server.model, "--backend", "completions", "--tools", "none"]
+    fake_server.script(["\nfrom stdin", "\nfrom a file", "\nlong"])
+    proc = subprocess.run([sys.executable, "-m", "agent", "run", "-", *served], input="What is it?\n",
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "What is it?" in fake_server.posts[0].prompt
+    (tmp_path / "task.txt").write_text("Read me.\n")
+    assert agent_cli("run", "--task-file", str(tmp_path / "task.txt"), *served).returncode == 0
+    assert "Read me." in fake_server.posts[1].prompt
+    piped = subprocess.run(f"{sys.executable} -m agent run hi --json {' '.join(served)} | head -1", shell=True,
+                           capture_output=True, text=True, timeout=60)
+    assert '"run_started"' in piped.stdout and "Error" not in piped.stderr and "Traceback" not in piped.stderr
+
+
+def test_exit_3_only_without_an_answer_and_a_version(fake_server, tmp_path):
+    served = ["--base-url", fake_server.url, "--model", fake_server.model, "--backend", "completions", "--tools", "none"]
+    mytools = tmp_path / "addtools.py"
+    mytools.write_text("from agent import tool\n\n@tool\ndef add(a: int, b: int) -> int:\n"
+                       "    '''Add.\n\n    Args:\n        a: one\n        b: two\n    '''\n    return a + b\n")
+    fake_server.script(['add\n{"a": 1, "b": 2}', "\nIt is 3."])
+    answered = agent_cli("run", "1+2?", "--max-steps", "1", "--tools-module", "addtools", *served[:-2],
+                         "--tools", "none", cwd=tmp_path)
+    assert answered.returncode == 0, answered.stderr  # the last turn answered: not exit 3
+    assert "It is 3." in answered.stdout
+    version = agent_cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("glm-agent ")
+
+
+def test_unknown_tool_names_in_a_policy_are_errors(tmp_path):
+    (tmp_path / "typo.toml").write_text('[tools]\nenabled = ["pyton"]\n')
+    proc = agent_cli("tools", "--policy", str(tmp_path / "typo.toml"))
+    assert proc.returncode == 2 and "'pyton' is not a built-in tool" in proc.stderr
+    (tmp_path / "approval.toml").write_text('[tools]\nrequire_approval = ["pythn"]\n')
+    from agent.errors import PolicyError
+
+    with pytest.raises(PolicyError, match="require_approval names 'pythn'"):
+        Agent(model=ScriptedModel(["\nx"]), tools=[], policy=str(tmp_path / "approval.toml"))
+
+
+def test_chat_has_help_and_a_banner(fake_server):
+    proc = subprocess.run([sys.executable, "-m", "agent", "chat", "--base-url", fake_server.url, "--model",
+                           fake_server.model, "--tools", "none"], input="/help\n/exit\n",
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "glm-agent chat" in proc.stdout and "/upload PATH" in proc.stdout
+    assert fake_server.posts == []  # /help never reaches the model
