@@ -15,14 +15,14 @@ import numbers
 import threading
 from typing import Any, Callable, Iterable
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from .errors import AgentError, ToolDefinitionError
 from .files import InputFile
 from .messages import Observation, ObservationPart, ToolCall, ToolSpec
 from .policy import Policy
-from .tool import (MAX_ARGUMENT_DEPTH, TOO_DEEP, FunctionTool, Tool, ToolContext, ToolOutput, nesting_depth,
-                   parse_json_arguments, strip_fence, to_png_bytes)
+from .tool import (MAX_ARGUMENT_DEPTH, TOO_DEEP, ArgumentError, FunctionTool, Tool, ToolContext, ToolOutput,
+                   nesting_depth, parse_json_arguments, strip_fence, to_png_bytes)
 
 # The GLM-4 All Tools, imported only when asked for (torch and jupyter are heavy).
 BUILTINS: dict[str, str] = {
@@ -108,9 +108,9 @@ class ToolRegistry:
         except ValueError as exc:
             return error_observation(call, f"Could not read the call to {tool.name!r}: {exc}. {expected_shape(tool)}")
         try:
-            args = tool.args_model.model_validate(raw)
-        except ValidationError as exc:
-            return error_observation(call, f"Invalid arguments for {tool.name!r}: {describe_validation(exc)}. {expected_shape(tool)}")
+            args = tool.validate(raw)
+        except ArgumentError as exc:
+            return error_observation(call, f"Invalid arguments for {tool.name!r}: {exc}. {expected_shape(tool)}")
         try:
             value = await tool.acall(args, context)
         except AgentError as exc:
@@ -163,19 +163,6 @@ def expected_shape(tool: Tool) -> str:
     if tool.builtin == "cogview":
         return "Send an English description of the image."
     return f"Expected JSON arguments matching {json.dumps(tool.spec.parameters, ensure_ascii=False)}"
-
-
-def describe_validation(exc: ValidationError) -> str:
-    problems = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "arguments"
-        if err["type"] == "missing":
-            problems.append(f"{field!r} is required")
-        elif err["type"] == "extra_forbidden":
-            problems.append(f"{field!r} is not a parameter")
-        else:
-            problems.append(f"{field!r} {err['msg'][0].lower()}{err['msg'][1:]} (got {err.get('input')!r})")
-    return "; ".join(problems)
 
 
 def error_observation(call: ToolCall, text: str) -> Observation:

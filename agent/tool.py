@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .errors import ToolDefinitionError
 from .files import InputFile, write_private
@@ -101,8 +101,8 @@ def _worker() -> None:
         _jobs.get()()  # each job marks its worker idle before it hands its result over
 
 
-async def in_worker_thread(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
-    """``fn(**kwargs)`` on a daemon worker thread; cancelling the await abandons the call."""
+async def in_worker_thread(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` on a daemon worker thread; cancelling the await abandons the call."""
     global _idle_workers
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
@@ -111,7 +111,7 @@ async def in_worker_thread(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
     def job() -> None:
         global _idle_workers
         try:
-            settle = functools.partial(_settle, future, context.run(fn, **kwargs), None)
+            settle = functools.partial(_settle, future, context.run(fn, *args, **kwargs), None)
         except BaseException as exc:  # handed to the awaiting side
             settle = functools.partial(_settle, future, None, exc)
         with _workers_lock:  # idle before the result is out, so the next call reuses this thread
@@ -189,13 +189,34 @@ class Tool:
     def args_model(self) -> type[BaseModel]:
         return self._signature.model
 
+    @classmethod
+    def from_schema(cls, spec: dict[str, Any], fn: Callable[[dict[str, Any]], Any]) -> "Tool":
+        """A tool from an OpenAI function spec and a handler of the validated arguments (a dict).
+
+        ``spec`` is ``{"name", "description", "parameters"}`` or ``{"type": "function", "function": {...}}``
+        (what other frameworks, MCP servers and BFCL give). The model sees the schema as given;
+        arguments are checked against it as JSON Schema, and reach ``fn`` (sync or async) as they
+        came: integers stay integers, keys the schema allows are kept.
+
+        >>> weather = Tool.from_schema({"name": "weather", "parameters": {"type": "object",
+        ...     "properties": {"city": {"type": "string"}}, "required": ["city"]}}, lambda args: "sunny")
+        """
+        return SchemaTool(spec, fn)
+
+    def validate(self, raw: dict[str, Any]) -> Any:
+        """The call's arguments, checked; raises :class:`ArgumentError` naming what is wrong."""
+        try:
+            return self.args_model.model_validate(raw)
+        except ValidationError as exc:
+            raise ArgumentError(describe_validation(exc)) from None
+
     def parse_body(self, body: str) -> dict[str, Any]:
         """Turn the raw text of a GLM-4 call into arguments. Functions take JSON (tolerantly)."""
         return parse_json_arguments(body)
 
     async def acall(self, args: BaseModel, context: ToolContext) -> Any:
-        kwargs = {name: getattr(args, name) for name in type(args).model_fields}
         signature = self._signature
+        kwargs = {signature.parameters.get(name, name): getattr(args, name) for name in type(args).model_fields}
         if signature.context_param:
             kwargs[signature.context_param] = context
         if signature.is_async:
@@ -233,6 +254,70 @@ class FunctionTool(Tool):
         return self.fn(*args, **kwargs)
 
 
+class ArgumentError(ValueError):
+    """A call's arguments do not fit the tool's schema; the message names each problem."""
+
+
+class SchemaTool(Tool):
+    """A tool made by :meth:`Tool.from_schema`: a JSON Schema and a handler of the arguments dict."""
+
+    def __init__(self, spec: dict[str, Any], fn: Callable[[dict[str, Any]], Any]):
+        from jsonschema import SchemaError, validators
+
+        function = spec.get("function", spec) if spec.get("type") == "function" else spec
+        name, parameters = function.get("name"), function.get("parameters") or {"type": "object", "properties": {}}
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}", name):
+            raise ToolDefinitionError(f"Tool name {name!r} must be letters, digits, '_' or '-' (at most 64).")
+        if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
+            raise ToolDefinitionError(f"Tool {name!r}: parameters must be a JSON Schema of an object.")
+        validator_class = validators.validator_for(parameters)
+        try:
+            validator_class.check_schema(parameters)
+        except SchemaError as exc:
+            raise ToolDefinitionError(f"Tool {name!r}: its parameters are not valid JSON Schema ({exc.message}).") from None
+        if not callable(fn):
+            raise ToolDefinitionError(f"Tool {name!r}: the handler must be callable, got {type(fn).__name__}.")
+        self.name = name  # type: ignore[misc]
+        self.description = str(function.get("description") or "")  # type: ignore[misc]
+        self._spec = ToolSpec(name=name, description=self.description, parameters=parameters)
+        self._validator = validator_class(parameters)
+        self._fn = fn
+        self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+    @property
+    def spec(self) -> ToolSpec:
+        return self._spec
+
+    def validate(self, raw: dict[str, Any]) -> dict[str, Any]:
+        errors = sorted(self._validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
+        if errors:
+            raise ArgumentError("; ".join(f"{_where(e.absolute_path)} {e.message}" for e in errors[:5]))
+        return raw
+
+    async def acall(self, args: Any, context: ToolContext) -> Any:
+        if self._is_async:
+            return await self._fn(args)
+        return await in_worker_thread(self._fn, args)
+
+
+def _where(path: Any) -> str:
+    parts = list(path)
+    return repr(".".join(str(p) for p in parts)) if parts else "the arguments:"
+
+
+def describe_validation(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "arguments"
+        if err["type"] == "missing":
+            problems.append(f"{field!r} is required")
+        elif err["type"] == "extra_forbidden":
+            problems.append(f"{field!r} is not a parameter")
+        else:
+            problems.append(f"{field!r} {err['msg'][0].lower()}{err['msg'][1:]} (got {err.get('input')!r})")
+    return "; ".join(problems)
+
+
 def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None,
          description: str | None = None) -> Any:
     """Make a tool of a function (sync or async). Use as ``@tool`` or ``@tool(name="...")``."""
@@ -251,6 +336,7 @@ class _Signature:
     model: type[BaseModel]
     context_param: str | None
     is_async: bool
+    parameters: dict[str, str]  # the model's field -> the function's parameter (they differ for `_name`)
 
     @classmethod
     def of(cls, fn: Callable[..., Any], name: str, description: str) -> "_Signature":
@@ -262,6 +348,7 @@ class _Signature:
         except Exception as exc:  # unresolved forward references
             raise ToolDefinitionError(f"Tool {name!r}: cannot read its type hints ({exc}).") from None
         fields: dict[str, Any] = {}
+        parameters: dict[str, str] = {}  # field -> the function's parameter
         context_param = None
         for param in inspect.signature(fn).parameters.values():
             if param.name == "self":
@@ -273,14 +360,20 @@ class _Signature:
                 context_param = param.name
                 continue
             default = ... if param.default is param.empty else param.default
-            fields[param.name] = (annotation, Field(default, description=arg_docs.get(param.name)))
+            info = Field(default, description=arg_docs.get(param.name))
+            field_name = param.name
+            if field_name.startswith("_"):  # pydantic reserves these: a field of another name, called by this one
+                field_name, info = f"param{field_name}", Field(default, alias=param.name, description=info.description)
+            parameters[field_name] = param.name
+            fields[field_name] = (annotation, info)
         try:
             model = create_model(f"{name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
             schema = _clean_schema(model.model_json_schema())
         except Exception as exc:
             raise ToolDefinitionError(f"Tool {name!r}: its parameters cannot be turned into a schema ({exc}).") from None
         spec = ToolSpec(name=name, description=description or summary, parameters=schema)
-        return cls(spec=spec, model=model, context_param=context_param, is_async=inspect.iscoroutinefunction(fn))
+        return cls(spec=spec, model=model, context_param=context_param, is_async=inspect.iscoroutinefunction(fn),
+                   parameters=parameters)
 
 
 def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """@tool, Tool subclasses and the registry: schemas, validation, return values, errors as observations."""
 
 import asyncio
+import json
 from enum import Enum
 from typing import Literal, Optional
 
@@ -294,3 +295,82 @@ def test_deeply_nested_arguments_are_an_observation_not_a_crash(depth, syntax, t
     assert observation.is_error or observation.content == "echoed"
     if depth > 1000:
         assert observation.is_error and "nested" in observation.content
+
+
+# ----------------------------------------------------------------------------------------------
+# Tool.from_schema: an OpenAI function spec and a handler (issue 11.3)
+
+BOOKING = {"type": "function", "function": {
+    "name": "book_trip", "description": "Book a trip.",
+    "parameters": {"type": "object", "required": ["from", "legs"], "properties": {
+        "from": {"type": "string", "description": "city of departure"},
+        "class": {"type": "string", "enum": ["economy", "business"]},
+        "legs": {"type": "array", "items": {"type": "object", "required": ["to", "nights"],
+                                            "properties": {"to": {"type": "string"}, "nights": {"type": "integer"}}}},
+        "budget": {"type": "number"},
+        "traveller": {"type": "object", "properties": {"name": {"type": "string"}}},
+    }}}}
+
+
+def test_a_tool_from_an_openai_spec_runs_through_the_loop():
+    from agent import Agent
+    from agent.models import ModelTurn, ScriptedModel
+
+    seen = []
+
+    async def book(args):
+        seen.append(args)
+        return {"booked": len(args["legs"])}
+
+    booking = Tool.from_schema(BOOKING, book)
+    assert booking.spec.parameters == BOOKING["function"]["parameters"]  # the model sees the schema as given
+    arguments = {"from": "Beijing", "class": "business", "budget": 1200,
+                 "legs": [{"to": "Shanghai", "nights": 2}, {"to": "Xi'an", "nights": 1}],
+                 "traveller": {"name": "Li", "loyalty": "gold"}}
+    json_call = ToolCall(id="c2", name="book_trip", body=json.dumps(arguments), syntax="json")
+    agent = Agent(model=ScriptedModel([f"book_trip\n{json.dumps(arguments)}",
+                                       ModelTurn(content="", tool_calls=[json_call]),
+                                       'book_trip\n{"from": "Beijing", "legs": [{"to": "Shanghai", "nights": "two"}], '
+                                       '"class": "first"}', "\nBooked."]), tools=[booking])
+    result = agent.run("Book it")
+    agent.close()
+    assert result.status == "answered"
+    assert seen == [arguments, arguments]  # integers stay integers, keys the schema allows are kept
+    assert isinstance(seen[0]["budget"], int) and seen[0]["traveller"]["loyalty"] == "gold"
+    first, second, bad = (step.observations[0] for step in result.steps[:3])
+    assert first.content == second.content == '{"booked": 2}'
+    assert bad.is_error and "'legs.0.nights' 'two' is not of type 'integer'" in bad.content
+    assert "'class' 'first' is not one of ['economy', 'business']" in bad.content
+
+
+def test_schema_tools_refuse_bad_specs_and_take_sync_handlers(context):
+    with pytest.raises(ToolDefinitionError, match="not valid JSON Schema"):
+        Tool.from_schema({"name": "x", "parameters": {"type": "object", "properties": {"a": {"type": "wrong"}}}},
+                         lambda args: None)
+    with pytest.raises(ToolDefinitionError, match="must be letters"):
+        Tool.from_schema({"name": "bad name"}, lambda args: None)
+    echo = Tool.from_schema({"name": "echo", "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}}},
+                            lambda args: args["n"] * 2)
+    observation = run(ToolRegistry([echo]), call("echo", '{"n": 21}'), context)
+    assert observation.content == "42"
+
+
+def test_tool_parameters_named_like_keywords_or_with_underscores(context):
+    from typing import Annotated
+
+    from pydantic import Field
+
+    @tool
+    def fly(from_: Annotated[str, Field(alias="from")], _class: str = "economy") -> str:
+        """Fly somewhere.
+
+        Args:
+            from_: departure
+            _class: cabin
+        """
+        return f"{from_} {_class}"
+
+    assert set(fly.spec.parameters["properties"]) == {"from", "_class"} and fly.spec.parameters["required"] == ["from"]
+    registry = ToolRegistry([fly])
+    assert run(registry, call("fly", '{"from": "Paris", "_class": "business"}'), context).content == "Paris business"
+    assert run(registry, call("fly", '{"from": "Oslo"}'), context).content == "Oslo economy"
