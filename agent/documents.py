@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import os
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 

@@ -172,7 +172,8 @@ class ChatSession:
         if agent.system_prompt:
             self.messages.append(Message(role="system", content=agent.system_prompt))
         self._turns = 0
-        self._uploads: list[str] = []  # what the model is told of files handed in, until its next turn
+        # Files handed in since the last turn: what the model is told of them, and the paths shown for them.
+        self._uploads: list[str] = []
         self._uploaded: list[str] = []
         self._resources = AsyncExitStack()
         self._context = ToolContext(run_id=self.id, artifacts_dir=agent.runs_dir / self.id, policy=agent.policy,
