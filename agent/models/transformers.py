@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.util
+import inspect
 import logging
 import os
 import threading
@@ -69,6 +70,7 @@ class TransformersModel(GLM4Model):
         self.tokenizer: Any = None
         self._stop_ids: dict[int, StopReason] = {}
         self._cache: Any = None
+        self._cache_argument: str | None = None  # "cache" (transformers 5.24+) or "past_key_values"
         self._cached_ids: list[int] = []  # the tokens whose keys and values self._cache holds
         self._lock = threading.Lock()  # one generation at a time: they share the cache
 
@@ -190,8 +192,14 @@ class TransformersModel(GLM4Model):
         import torch
 
         input_ids = torch.tensor([ids], device=self.model.device)
-        output = self.model(input_ids=input_ids, past_key_values=self._cache, use_cache=True, logits_to_keep=1)
-        self._cache = output.past_key_values
+        # transformers 5.24 renamed `past_key_values` to `cache` (the old name goes in 5.40); older ones
+        # know only the old name. Asked once per model, so no run warns or breaks on either side.
+        if self._cache_argument is None:
+            self._cache_argument = "cache" if "cache" in inspect.signature(self.model.forward).parameters \
+                else "past_key_values"
+        output = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1,
+                            **{self._cache_argument: self._cache})
+        self._cache = getattr(output, self._cache_argument)
         self._cached_ids.extend(ids)
         return output.logits[:, -1, :].float()
 
