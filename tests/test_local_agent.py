@@ -69,3 +69,17 @@ def test_without_weights_the_default_model_ends_the_run_with_the_clear_error():
         result = agent.run("hi")
     assert result.status == "error"
     assert "--model /path/to/glm-4-9b-chat-hf" in result.error and "--base-url" in result.error
+
+
+@pytest.mark.slow
+def test_a_local_run_warns_of_nothing(trained_dir, policy):
+    """transformers renamed `past_key_values` to `cache`: a run uses the current name, so nothing is deprecated."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Agent(model=TransformersModel(trained_dir), tools=[add], policy=policy) as agent:
+            assert agent.run("What is 2 plus 3 plus 4?").status == "answered"
+    deprecations = [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))
+                    and "deprecated" in str(w.message)]
+    assert not deprecations, deprecations
