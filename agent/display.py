@@ -120,13 +120,16 @@ class EventDisplay:
     def _show_summary(self, event: RunFinished) -> None:
         result = event.result
         usage = result.usage
-        tokens = f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens"
-        if usage.reused_tokens or usage.prefilled_tokens:
-            tokens += f" ({usage.prefilled_tokens} prefilled, {usage.reused_tokens} reused from cache)"
+        parts = [f"{len(result.steps)} steps"]
+        if usage.prompt_tokens or usage.completion_tokens:  # only figures the model or server reported
+            tokens = f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens"
+            if usage.reused_tokens:
+                tokens += f" ({usage.prefilled_tokens} prefilled, {usage.reused_tokens} reused from cache)"
+            parts.append(tokens)
+        parts.append(f"{result.timings.total_s:.1f} s")
         status = {"answered": "[green]answered", "budget_exhausted": "[yellow]budget exhausted",
                   "error": "[red]error", "interrupted": "[yellow]interrupted"}[result.status]
-        self.console.print(f"[dim]{status}[/] [dim]· {len(result.steps)} steps · {tokens} · "
-                           f"{result.timings.total_s:.1f} s[/dim]")
+        self.console.print(f"[dim]{status}[/] [dim]· {' · '.join(parts)}[/dim]")
 
     def _update_progress(self, tool: str, message: str | None, fraction: float | None) -> None:
         """One line per busy tool: a bar when it knows how far it is, a pulse when it does not."""
