@@ -1,7 +1,7 @@
 """The ``agent`` command: ``agent run TASK``, ``agent chat``, ``agent tools``, ``agent doctor``.
 
-Exit codes: 0 answered, 1 error, 2 bad usage (a bad flag, a file that cannot be handed in),
-3 budget exhausted before an answer, 130 interrupted (Ctrl-C).
+Exit codes: 0 answered, 1 error, 2 bad usage (a bad flag, an empty task, a file that cannot be handed
+in, a policy or tools module that does not load), 3 budget exhausted with no answer, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -179,9 +179,10 @@ def chat(
                     session = agent.chat()
                 elif text.startswith("/upload"):
                     paths = shlex.split(text[len("/upload"):])
-                    if not paths:
+                    if paths:
+                        _upload(session, [Path(p) for p in paths], console)
+                    else:
                         err.print(error_line("/upload takes a path: /upload data.csv"))
-                    _upload(session, [Path(p) for p in paths], console)
                 elif text:
                     try:
                         with contextlib.closing(session.stream(text)) as events:

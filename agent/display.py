@@ -71,12 +71,12 @@ class EventDisplay:
             assert self._progress is not None
             self._progress.add_output(event.text)
             return
-        event = _visible_fields(event)
-        if isinstance(event, Token):
+        if isinstance(event, Token):  # the hot path: one string, no copy of the event
             if self.stream_tokens:
-                self.console.print(Text(event.text, style="dim"), end="")
+                self.console.print(Text(visible(event.text), style="dim"), end="")
                 self._mid_line = True
             return
+        event = _visible_fields(event)
         self._end_line()
         if isinstance(event, StepStarted):
             self.console.rule(f"[bold]Step {event.step}", style="dim")

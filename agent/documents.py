@@ -64,7 +64,7 @@ def read_texts(paths: list[Path], limit: int) -> list[str]:
     after ``limit`` characters, so a long document is not read to its end only to be cut.
     """
     texts: list[str] | None = None
-    if len(paths) > 1:
+    if len(paths) > 1:  # a child that ran out of time or memory takes the batch: then one child each
         with contextlib.suppress(ConfinedError):
             texts = _confined_read(paths, limit, DOCUMENT_DEADLINE_S * 2)
     if texts is None:
@@ -72,10 +72,14 @@ def read_texts(paths: list[Path], limit: int) -> list[str]:
         for path in paths:
             try:
                 texts += _confined_read([path], limit, DOCUMENT_DEADLINE_S)
-            except ConfinedError as exc:  # damaged, encrypted, hostile: say so, the conversation goes on
-                texts.append(f"(this file could not be read as a document: {exc})")
+            except ConfinedError as exc:  # over a limit or hostile: say so, the conversation goes on
+                texts.append(_unreadable(str(exc)))
     return [f"{text[:limit]}\n[… the rest of this document was cut ([files] max_document_chars = {limit})]"
             if len(text) > limit else text for text in texts]
+
+
+def _unreadable(reason: str) -> str:
+    return f"(this file could not be read as a document: {reason})"
 
 
 def _confined_read(paths: list[Path], limit: int, timeout_s: float) -> list[str]:
@@ -109,7 +113,13 @@ def read_pdf(data: bytes, *, timeout_s: float = DOCUMENT_DEADLINE_S) -> dict:
 def read_in_child(payload: bytes) -> list[str]:
     """In the confined child: each document's text by its format's reader, a little past ``limit`` at most."""
     request = json.loads(payload)
-    return [read_unconfined(Path(path), request["limit"]) for path in request["paths"]]
+    texts = []
+    for path in request["paths"]:
+        try:
+            texts.append(read_unconfined(Path(path), request["limit"]))
+        except Exception as exc:  # a damaged or encrypted file: noted, the others are still read here
+            texts.append(_unreadable(f"{type(exc).__name__}: {exc}"))
+    return texts
 
 
 def read_unconfined(path: Path, limit: int) -> str:

@@ -36,10 +36,8 @@ def cap_folder(folder: Path, size_mb: int, max_files: int, owner: int | None) ->
     options = f"size={size_mb}m,nr_inodes={max_files},mode=0700"
     if owner is not None:
         options += f",uid={owner},gid={owner}"
-    if _libc.mount(b"tmpfs", os.fsencode(folder), b"tmpfs", ctypes.c_ulong(_MS_NOSUID | _MS_NODEV),
-                   options.encode()) != 0:
-        return False
-    return True
+    return _libc.mount(b"tmpfs", os.fsencode(folder), b"tmpfs", ctypes.c_ulong(_MS_NOSUID | _MS_NODEV),
+                       options.encode()) == 0
 
 
 def uncap_folder(folder: Path) -> None:

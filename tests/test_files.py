@@ -448,3 +448,12 @@ def test_a_workdir_keeps_its_owners_and_hard_links_stay_out_of_reach(tmp_path):
     assert (workdir / "mine.txt").stat().st_uid == 1234 and (workdir / "private.txt").stat().st_uid == 0
     assert (workdir / "results.csv").read_text() == "the user's"  # not overwritten by the upload
     assert (workdir / "results (2).csv").read_text() == "handed in"
+
+
+def test_a_damaged_document_in_a_batch_leaves_the_others_readable(tmp_path):
+    from agent.documents import read_texts
+
+    (tmp_path / "good.md").write_text("# Good")
+    (tmp_path / "broken.docx").write_bytes(b"not a zip")
+    good, broken = read_texts([tmp_path / "good.md", tmp_path / "broken.docx"], 1000)
+    assert good == "# Good" and broken.startswith("(this file could not be read as a document: ")
