@@ -18,7 +18,7 @@ from rich.text import Text
 from .events import (Event, FinalAnswer, ModelTurnEvent, Notice, RunError, RunFinished, StepStarted, Token,
                      ToolCallEvent, ToolProgress, ToolResult, ToolStream)
 from .messages import ToolCall
-from .tool import strip_fence
+from .protocol.near_json import strip_fence
 
 # What a terminal would obey rather than show: C0 and C1 controls (ESC starts every escape
 # sequence; 0x9b is a one-byte CSI), DEL, and the bidirectional overrides that reorder text.

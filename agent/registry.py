@@ -21,8 +21,8 @@ from .errors import AgentError, ToolDefinitionError
 from .files import InputFile
 from .messages import Observation, ObservationPart, ToolCall, ToolSpec
 from .policy import Policy
-from .tool import (MAX_ARGUMENT_DEPTH, TOO_DEEP, ArgumentError, FunctionTool, Tool, ToolContext, ToolOutput,
-                   nesting_depth, parse_json_arguments, strip_fence, to_png_bytes)
+from .protocol.near_json import MAX_ARGUMENT_DEPTH, TOO_DEEP, nesting_depth, parse_json_arguments, strip_fence
+from .tool import ArgumentError, FunctionTool, Tool, ToolContext, ToolOutput, to_png_bytes
 
 # The GLM-4 All Tools, imported only when asked for (torch and jupyter are heavy).
 BUILTINS: dict[str, str] = {

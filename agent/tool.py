@@ -26,7 +26,6 @@ import contextvars
 import functools
 import inspect
 import io
-import json
 import queue
 import re
 import threading
@@ -41,6 +40,7 @@ from .errors import ToolDefinitionError
 from .files import InputFile, write_private
 from .messages import Artifact, Citation, ToolSpec
 from .policy import Policy
+from .protocol.near_json import parse_json_arguments
 
 
 @dataclass
@@ -426,117 +426,6 @@ def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
                 args[current] = f"{args[current]} {line}".strip()
     summary = "\n".join(summary_lines).strip()
     return re.sub(r"\n{3,}", "\n\n", summary), args
-
-
-# ---------------------------------------------------------------------------------------------------
-# Tolerant JSON, for models that write almost-JSON
-
-_FENCE = re.compile(r"^\s*```[\w-]*\s*\n?(.*?)\n?\s*```", re.S)
-
-
-def strip_fence(text: str) -> str:
-    """The inside of a Markdown code fence if the text starts with one, else the text."""
-    if not text.lstrip().startswith("```"):
-        return text.strip()
-    match = _FENCE.match(text)
-    return match.group(1) if match else text.strip()
-
-
-MAX_ARGUMENT_DEPTH = 100  # arguments nested deeper are refused (parsing and serialising them recurses)
-TOO_DEEP = f"the arguments are nested more than {MAX_ARGUMENT_DEPTH} levels deep"
-
-
-def nesting_depth(value: Any) -> int:
-    """How deeply lists and dicts nest in ``value`` (counted without recursion)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            deepest = max(deepest, depth)
-            if depth > MAX_ARGUMENT_DEPTH:
-                return depth
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
-
-
-def parse_json_arguments(body: str) -> dict[str, Any]:
-    """Parse a JSON object the way a forgiving reader would.
-
-    Accepts code fences, text after the object, single quotes, trailing commas, Python literals
-    (True/False/None). Raises ``ValueError`` with a short reason when it still is not an object.
-    """
-    try:
-        return _parse_json_arguments(body)
-    except RecursionError:
-        raise ValueError(TOO_DEEP) from None
-
-
-def _parse_json_arguments(body: str) -> dict[str, Any]:
-    text = strip_fence(body)
-    if not text:
-        return {}
-    try:  # the common case: the model wrote clean JSON
-        value = json.loads(text)
-        if isinstance(value, dict):
-            return value
-    except json.JSONDecodeError:
-        pass
-    start = text.find("{")
-    if start < 0:
-        raise ValueError("expected a JSON object such as {\"name\": value}")
-    end = closing_bracket(text, start)
-    candidate = text[start:] if end is None else text[start : end + 1]
-    for loosen in (False, True):
-        try:
-            value = json.loads(_loosen(candidate) if loosen else candidate)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, dict):
-            return value
-    try:  # Python-literal style: {'a': True}
-        import ast
-
-        value = ast.literal_eval(candidate)
-        if isinstance(value, dict):
-            return value
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        pass
-    raise ValueError("the arguments are not a valid JSON object")
-
-
-def closing_bracket(text: str, start: int) -> int | None:
-    """Index of the bracket that closes the one at ``start`` (any of ``([{``), skipping quoted strings."""
-    depth = 0
-    quote = None
-    escaped = False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-            if depth == 0:
-                return i
-    return None
-
-
-def _loosen(text: str) -> str:
-    text = re.sub(r",\s*([}\]])", r"\1", text)  # trailing commas
-    text = re.sub(r"\bTrue\b", "true", text)
-    text = re.sub(r"\bFalse\b", "false", text)
-    text = re.sub(r"\bNone\b", "null", text)
-    if "'" in text and '"' not in text:
-        text = text.replace("'", '"')
-    return text
 
 
 def to_png_bytes(value: Any) -> bytes | None:

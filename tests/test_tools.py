@@ -12,8 +12,9 @@ from agent import Tool, ToolContext, ToolOutput, tool
 from agent.errors import ToolDefinitionError
 from agent.messages import ToolCall
 from agent.policy import Policy
+from agent.protocol.near_json import parse_json_arguments
 from agent.registry import ToolRegistry
-from agent.tool import parse_docstring, parse_json_arguments
+from agent.tool import parse_docstring
 
 
 class Trip(BaseModel):

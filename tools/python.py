@@ -24,7 +24,8 @@ from agent.errors import FileInputError
 from agent.files import InputFile, media_type, private_dir
 from agent.messages import Artifact
 from agent.policy import FileSettings, Policy
-from agent.tool import Tool, ToolContext, ToolOutput, strip_fence
+from agent.protocol.near_json import strip_fence
+from agent.tool import Tool, ToolContext, ToolOutput
 from sandbox import AsyncSandbox, KernelPool, describe_isolation
 from sandbox.workdir import FileState, Incoming, changes, copy_in, copy_out, snapshot
 

@@ -178,15 +178,15 @@ def tool_call(entry: dict[str, Any]) -> ToolCall:
 
 
 def _glm4_call_in_text(content: str, tools: list[ToolSpec], finish: str | None) -> tuple[str, list[ToolCall]]:
-    """A GLM-4 call written as text (a server without a tool-call parser): ``name\\nbody``.
+    """GLM-4 calls written as text (a server without a tool-call parser): ``name\\nbody``.
 
-    Only a first line that names one of the offered tools exactly counts, so answers stay answers.
+    A chat server's ``stop`` does not say whether the model stopped for an observation, so a tool's
+    name counts only when arguments follow it; a name followed by prose stays an answer.
     """
-    name, newline, _ = content.partition("\n")
-    if finish == "length" or not newline or name.strip() not in {spec.name for spec in tools}:
+    if finish == "length":
         return content, []
-    parsed = glm4.parse_completion(content, [spec.name for spec in tools], "observation")
-    return parsed.content, parsed.tool_calls
+    parsed = glm4.parse_completion(content, [spec.name for spec in tools], None)
+    return (parsed.content, parsed.tool_calls) if parsed.tool_calls else (content, [])
 
 
 def _stop_reason(finish: str | None, calls: list[ToolCall]) -> StopReason | None:

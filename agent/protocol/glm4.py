@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ..messages import Message, ToolCall, ToolSpec
+from .near_json import closing_bracket, fence_end
 
 BOS = "[gMASK]<sop>"
 STOP_TOKENS = ("<|endoftext|>", "<|user|>", "<|observation|>")
@@ -151,17 +152,30 @@ class ParsedTurn:
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][\w\-.]{0,63}")
+_CALL_SYNTAX = re.compile(r"[A-Za-z_][\w.]*\s*\(")  # search("x"), print(1)
 
 
 def parse_completion(text: str, tool_names: Iterable[str], stop_reason: str | None = None) -> ParsedTurn:
     """Read what GLM-4 generated after ``<|assistant|>``. Never raises.
 
     ``stop_reason`` is ``"observation"`` when generation stopped on ``<|observation|>`` (a call),
-    ``"user"``/``"eos"``/``"length"`` otherwise, ``None`` when unknown. A first line naming a tool
-    makes a call; a first line that looks like a name makes a call to an unknown tool when the model
-    stopped for an observation (the registry then says which tools exist); anything else is text.
+    ``"user"``/``"eos"``/``"length"`` otherwise, ``None`` when unknown.
+
+    - A turn whose first line names a tool is a call when the model stopped for an observation or
+      the rest looks like arguments (JSON, a code fence, code, ``search(...)``); a tool name followed
+      by prose is text, as GLM-4's own server reads it.
+    - Several calls are all recovered, separated by ``<|assistant|>`` or not (servers that strip
+      special tokens glue them together: ``{...}get_time\n{...}``).
+    - Text before a call is kept as the thought when the model stopped for an observation, even
+      without the ``<|assistant|>`` between them.
+    - A first line that looks like a name makes a call to an unknown tool when the model stopped for
+      an observation (the registry then says which tools exist); anything else is text.
+
+    >>> [c.name for c in parse_completion('a\n{"x": 1}\nb\n{}', ["a", "b"], "observation").tool_calls]
+    ['a', 'b']
     """
     names = set(tool_names)
+    observation = stop_reason == "observation"
     for token in STOP_TOKENS:
         if text.endswith(token):
             text = text[: -len(token)]
@@ -171,18 +185,113 @@ def parse_completion(text: str, tool_names: Iterable[str], stop_reason: str | No
     for index, segment in enumerate(segments):
         metadata, newline, body = segment.partition("\n")
         name = metadata.strip()
-        last = index == len(segments) - 1
-        is_call = name in names or (
-            bool(_IDENTIFIER.fullmatch(name)) and newline and last and stop_reason == "observation"
-        )
-        if name and is_call:
+        if newline and name in names and (observation or _looks_like_arguments(body)):
+            calls.extend(_calls_from(name, body, names, observation))
+            continue
+        prose = body if not name else segment  # an answer may lack GLM-4's leading newline
+        start = _next_call(prose, names, observation) if observation else None
+        if start is not None:
+            thought = prose[: start.line].rstrip()
+            if thought:
+                texts.append(thought)
+            calls.extend(_calls_from(start.name, prose[start.body:], names, observation))
+        elif name and newline and _IDENTIFIER.fullmatch(name) and observation and index == len(segments) - 1:
             calls.append(ToolCall(id=new_call_id(), name=name, body=body))
-        elif not name:
-            if body:
-                texts.append(body)
-        elif segment:
-            texts.append(segment)  # an answer written without GLM-4's leading newline
+        elif prose:
+            texts.append(prose)
     return ParsedTurn(content="\n".join(texts), tool_calls=calls)
+
+
+@dataclass
+class _CallStart:
+    name: str
+    line: int  # where the line naming the tool begins (its text may be glued to what came before)
+    body: int  # where the call's body begins
+
+
+def _calls_from(name: str, body: str, names: set[str], observation: bool) -> list[ToolCall]:
+    """The call to ``name`` whose body starts ``body``, and the calls that follow it in the same text."""
+    calls = []
+    while True:
+        end, start = _body_end(body, names, observation)
+        calls.append(ToolCall(id=new_call_id(), name=name, body=body[:end].rstrip() if start else body))
+        if start is None:
+            return calls
+        name, body = start.name, body[start.body:]
+
+
+def _body_end(body: str, names: set[str], observation: bool) -> tuple[int, _CallStart | None]:
+    """Where a call's body ends and the next call starts, or ``(len(body), None)``.
+
+    A JSON object or a code fence ends where it closes; a body of free text (code, a browser call)
+    ends at a line naming a tool and followed by arguments.
+    """
+    lead = len(body) - len(body.lstrip())
+    opener = body[lead:lead + 1]
+    end = None
+    if opener in ("{", "["):
+        close = closing_bracket(body, lead)
+        end = None if close is None else close + 1
+    elif body.startswith("```", lead):
+        end = fence_end(body)
+    if end is None:
+        start = _next_call(body, names, observation, first_line=1)
+        return (len(body), None) if start is None else (start.line, start)
+    start = _next_call(body, names, observation, offset=end)
+    return (len(body), None) if start is None else (end, start)
+
+
+def _next_call(text: str, names: set[str], observation: bool, *, offset: int = 0,
+               first_line: int = 0) -> _CallStart | None:
+    """The first line of ``text`` (from ``offset``, skipping ``first_line`` lines) that starts a call.
+
+    A line that is exactly a tool name starts one when arguments follow it, or when the model stopped
+    for an observation. A name glued to the end of a line after punctuation (``{...}get_time``, what
+    is left when a server strips ``<|assistant|>``) starts one only when arguments follow it.
+    """
+    position = offset
+    for index, line in enumerate(text[offset:].split("\n")):
+        line_end = position + len(line)
+        if index >= first_line and line_end < len(text):
+            rest = text[line_end + 1:]
+            stripped = line.strip()
+            if stripped in names and (observation or _looks_like_arguments(rest)):
+                return _CallStart(stripped, position, line_end + 1)
+            glued = _glued_name(line.rstrip(), names)
+            if glued and _looks_like_arguments(rest):
+                return _CallStart(glued, line_end - len(glued), line_end + 1)
+        position = line_end + 1
+    return None
+
+
+def _glued_name(line: str, names: set[str]) -> str | None:
+    """The tool name that ends ``line`` right after punctuation (not a letter, digit or blank)."""
+    for name in sorted(names, key=len, reverse=True):
+        if len(line) > len(name) and line.endswith(name):
+            before = line[-len(name) - 1]
+            if not (before.isalnum() or before in "_ \t"):
+                return name
+    return None
+
+
+def _looks_like_arguments(body: str) -> bool:
+    """Whether text after a tool's name reads as its arguments rather than prose.
+
+    JSON, a code fence, a call such as ``search("x")``, or Python that compiles (and is more than
+    one bare word, which prose can be too).
+    """
+    text = body.strip()
+    if not text:
+        return False
+    if text[0] in "{[" or text.startswith("```") or _CALL_SYNTAX.match(text):
+        return True
+    if re.fullmatch(r"\w+", text):
+        return False
+    try:
+        compile(text, "<call>", "exec", dont_inherit=True)
+    except Exception:  # SyntaxError, ValueError (NUL bytes), RecursionError, MemoryError: not code
+        return False
+    return True
 
 
 _CALL_IDS = itertools.count(1)

@@ -17,7 +17,7 @@ import ast
 import re
 from typing import Any
 
-from agent.tool import closing_bracket, parse_json_arguments, strip_fence
+from agent.protocol.near_json import closing_bracket, parse_json_arguments, strip_fence
 
 # The parameters of each action, in positional order.
 PARAMETERS: dict[str, tuple[str, ...]] = {

@@ -10,7 +10,8 @@ import threading
 from typing import Any, ClassVar
 
 from agent.policy import CogViewSettings, Policy
-from agent.tool import Tool, ToolContext, ToolOutput, parse_json_arguments, strip_fence
+from agent.protocol.near_json import parse_json_arguments, strip_fence
+from agent.tool import Tool, ToolContext, ToolOutput
 
 from .pipelines import CACHE, CogViewError, PipelineCache
 
