@@ -156,6 +156,8 @@ def chat(
         console = Console()
         display = EventDisplay(console, errors=err)
         session = agent.chat()
+        history = _line_editing()
+        prompt = "\001\x1b[1m\002you> \001\x1b[0m\002" if console.is_terminal else "you> "
         try:
             console.print(Text(f"glm-agent chat · {visible(agent.model.name)} · tools: "
                                f"{', '.join(agent.tools.names) or 'none'} · /help for commands", style="dim"))
@@ -163,7 +165,7 @@ def chat(
                 _upload(session, file, console)
             while True:
                 try:
-                    text = console.input("[bold]you> ").strip()
+                    text = input(prompt).strip()  # readline's: the prompt is its own, so redrawing keeps it
                 except EOFError:
                     console.print()
                     break
@@ -192,8 +194,38 @@ def chat(
                         display.stop()
                         err.print(error_line("interrupted: this turn was cancelled; the conversation goes on."))
         finally:
+            _save_history(history)
             session.close()
             agent.close()
+
+
+def _line_editing() -> Path | None:
+    """Line editing and history for ``agent chat`` (arrows, Ctrl-R) where readline exists; the history file.
+
+    History is kept in ``$XDG_STATE_HOME/agent/chat_history`` (``~/.local/state``), readable by
+    its owner only, as what people type may be private.
+    """
+    try:
+        import readline
+    except ImportError:  # a Python without readline (Windows): plain input
+        return None
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    path = state / "agent" / "chat_history"
+    readline.set_history_length(1000)
+    with contextlib.suppress(OSError):
+        readline.read_history_file(path)
+    return path
+
+
+def _save_history(path: Path | None) -> None:
+    if path is None:
+        return
+    import readline
+
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.touch(mode=0o600)
+        readline.write_history_file(path)
 
 
 def _upload(session: ChatSession, paths: list[Path], console: Console) -> None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.markdown import Markdown
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.spinner import Spinner
 from rich.syntax import Syntax
 from rich.text import Text
 
@@ -52,8 +56,48 @@ class _LiveProgress(Progress):
 
 
 
+class _ModelWait:
+    """The live area while the model works: the turn as it is being written, over a spinner with the time waited.
+
+    When the turn is complete the area is taken down and the turn printed once, in the panel that
+    held it as it streamed, so nothing appears twice.
+    """
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.started = time.monotonic()
+        self.draft = ""
+
+    def __rich__(self) -> RenderableType:
+        waited = time.monotonic() - self.started
+        spinner = Spinner("dots", Text(f"model · {waited:.1f} s", style="dim"), style="dim")
+        if not self.draft.strip():
+            return spinner
+        # Only the last lines of a long turn: a live area taller than the screen cannot be redrawn.
+        return Group(_draft_panel(visible(self.draft), max(3, self.console.height - 6)), spinner)
+
+
+def _draft_panel(draft: str, lines: int) -> Panel:
+    """A turn being written, in the panel it will end in: a call's (its tool's name) or the answer's."""
+    segment = draft.rsplit("<|assistant|>", 1)[-1]  # a thought before a call is shown when the turn ends
+    first, newline, rest = segment.partition("\n")
+    if newline and _TOOL_NAME.fullmatch(first.strip()):
+        body = "\n".join(rest.split("\n")[-lines:])
+        return Panel(_code_or_text(first.strip(), body), title=Text(first.strip(), style="cyan"), title_align="left",
+                     border_style="cyan")
+    body = "\n".join(segment.strip("\n").split("\n")[-lines:])
+    return Panel(Text(body), title="[green]Answer", title_align="left", border_style="green")
+
+
+_TOOL_NAME = re.compile(r"[A-Za-z_][\w\-.]{0,63}")
+
+
 class EventDisplay:
-    """Draws events as they come: tokens live, then each call, observation and the final answer."""
+    """Draws events as they come: the model's turn live, then each call, observation and the final answer.
+
+    On a terminal the turn being written streams into the panel that will hold it, under a spinner
+    with the seconds waited; elsewhere (a pipe, a file) each part is printed once, when complete.
+    """
 
     def __init__(self, console: Console | None = None, *, stream_tokens: bool | None = None,
                  errors: Console | None = None):
@@ -62,7 +106,8 @@ class EventDisplay:
         self.stream_tokens = self.console.is_terminal if stream_tokens is None else stream_tokens
         self._progress: _LiveProgress | None = None
         self._tasks: dict[str, TaskID] = {}
-        self._mid_line = False
+        self._wait: _ModelWait | None = None
+        self._live: Live | None = None
 
     def show(self, event: Event) -> None:
         """Draw one event. Text from the model, tools and pages is shown, never obeyed (see :func:`visible`)."""
@@ -72,14 +117,14 @@ class EventDisplay:
             self._progress.add_output(event.text)
             return
         if isinstance(event, Token):  # the hot path: one string, no copy of the event
-            if self.stream_tokens:
-                self.console.print(Text(visible(event.text), style="dim"), end="")
-                self._mid_line = True
+            if self._wait is not None:
+                self._wait.draft += event.text  # made visible when drawn
             return
         event = _visible_fields(event)
-        self._end_line()
+        self._stop_waiting()
         if isinstance(event, StepStarted):
             self.console.rule(f"[bold]Step {event.step}", style="dim")
+            self._start_waiting()
         elif isinstance(event, ModelTurnEvent):
             if event.turn.tool_calls and event.turn.content.strip():
                 self.console.print(Text(event.turn.content.strip(), style="italic"))
@@ -149,18 +194,24 @@ class EventDisplay:
             if not self._tasks:
                 self.stop()
 
+    def _start_waiting(self) -> None:
+        if self.stream_tokens:
+            self._wait = _ModelWait(self.console)
+            self._live = Live(self._wait, console=self.console, refresh_per_second=8, transient=True)
+            self._live.start()
+
+    def _stop_waiting(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = self._wait = None
+
     def stop(self) -> None:
-        """Take down the live progress lines (the run ended, or was interrupted)."""
+        """Take down the live area and progress lines (the run ended, or was interrupted)."""
+        self._stop_waiting()
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
             self._tasks.clear()
-        self._end_line()
-
-    def _end_line(self) -> None:
-        if self._mid_line:
-            self.console.print()
-            self._mid_line = False
 
 
 def error_line(message: str) -> Text:
@@ -192,7 +243,21 @@ def _visible_fields(value: Any) -> Any:
     return value
 
 
-def _call_body(call: ToolCall):
-    if call.name == "python" and call.syntax == "glm4":
-        return Syntax(strip_fence(call.body), "python", theme="ansi_dark", word_wrap=True)
-    return Text(call.body if call.body else str(call.arguments))
+def _call_body(call: ToolCall) -> RenderableType:
+    body = call.body if call.body else json.dumps(call.arguments, ensure_ascii=False)
+    if call.name == "python" and call.syntax == "json":  # a chat API's {"code": "..."}: show the code
+        arguments = call.arguments
+        if arguments is None:
+            try:
+                arguments = json.loads(strip_fence(call.body))
+            except (json.JSONDecodeError, RecursionError):
+                arguments = None
+        if isinstance(arguments, dict) and isinstance(arguments.get("code"), str):
+            body = arguments["code"]
+    return _code_or_text(call.name, body)
+
+
+def _code_or_text(tool: str, body: str) -> RenderableType:
+    if tool == "python":
+        return Syntax(strip_fence(body), "python", theme="ansi_dark", word_wrap=True)
+    return Text(body)

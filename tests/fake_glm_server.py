@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -96,6 +97,7 @@ class FakeGLMServer:
         self.models = [model]
         self.api_key = api_key
         self.chunk_chars = chunk_chars  # streamed tool-call arguments arrive in pieces this long
+        self.chunk_delay = 0.0  # seconds between streamed events (a model that takes its time)
         self.requests: list[RecordedRequest] = []
         self._script: list[ScriptItem] = []
         self._lock = threading.Lock()
@@ -293,6 +295,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         for event in [json.dumps(e, ensure_ascii=False) for e in events] + ["[DONE]"]:
+            time.sleep(self.fake.chunk_delay)
             self._chunk(f"data: {event}\n\n".encode())
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
