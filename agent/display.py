@@ -196,6 +196,7 @@ class EventDisplay:
 
     def _start_waiting(self) -> None:
         if self.stream_tokens:
+            self.stop()  # one live area at a time: progress lines of tools a deadline abandoned go
             self._wait = _ModelWait(self.console)
             self._live = Live(self._wait, console=self.console, refresh_per_second=8, transient=True)
             self._live.start()

@@ -205,6 +205,11 @@ class Tool:
 
     def validate(self, raw: dict[str, Any]) -> Any:
         """The call's arguments, checked; raises :class:`ArgumentError` naming what is wrong."""
+        # A nested pydantic model drops keys it does not declare; its schema says they are not
+        # allowed, so a call that has them is told, not silently changed.
+        undeclared = [e for e in self._signature.keys_check.iter_errors(raw) if e.validator == "additionalProperties"]
+        if undeclared:
+            raise ArgumentError(describe_schema_errors(undeclared))
         try:
             return self.args_model.model_validate(raw)
         except ValidationError as exc:
@@ -289,15 +294,21 @@ class SchemaTool(Tool):
         return self._spec
 
     def validate(self, raw: dict[str, Any]) -> dict[str, Any]:
-        errors = sorted(self._validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
+        errors = list(self._validator.iter_errors(raw))
         if errors:
-            raise ArgumentError("; ".join(f"{_where(e.absolute_path)} {e.message}" for e in errors[:5]))
+            raise ArgumentError(describe_schema_errors(errors))
         return raw
 
     async def acall(self, args: Any, context: ToolContext) -> Any:
         if self._is_async:
             return await self._fn(args)
         return await in_worker_thread(self._fn, args)
+
+
+def describe_schema_errors(errors: list[Any]) -> str:
+    """jsonschema's errors as one sentence: where each is and what is wrong (the first five)."""
+    errors = sorted(errors, key=lambda e: list(e.absolute_path))
+    return "; ".join(f"{_where(e.absolute_path)} {e.message}" for e in errors[:5])
 
 
 def _where(path: Any) -> str:
@@ -337,6 +348,7 @@ class _Signature:
     context_param: str | None
     is_async: bool
     parameters: dict[str, str]  # the model's field -> the function's parameter (they differ for `_name`)
+    keys_check: Any  # a jsonschema validator of the schema, for keys no object declares
 
     @classmethod
     def of(cls, fn: Callable[..., Any], name: str, description: str) -> "_Signature":
@@ -368,12 +380,14 @@ class _Signature:
             fields[field_name] = (annotation, info)
         try:
             model = create_model(f"{name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
-            schema = _clean_schema(model.model_json_schema())
+            schema = _closed_objects(_clean_schema(model.model_json_schema()))
         except Exception as exc:
             raise ToolDefinitionError(f"Tool {name!r}: its parameters cannot be turned into a schema ({exc}).") from None
         spec = ToolSpec(name=name, description=description or summary, parameters=schema)
+        from jsonschema import validators
+
         return cls(spec=spec, model=model, context_param=context_param, is_async=inspect.iscoroutinefunction(fn),
-                   parameters=parameters)
+                   parameters=parameters, keys_check=validators.validator_for(schema)(schema))
 
 
 def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -393,6 +407,24 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
     cleaned = clean(schema)
     cleaned.setdefault("properties", {})
     return cleaned
+
+
+def _closed_objects(schema: dict[str, Any]) -> dict[str, Any]:
+    """Say ``additionalProperties: false`` on every object with declared fields that does not say otherwise.
+
+    pydantic leaves it out for models that ignore unknown keys, and JSON Schema's default is to
+    allow them: the model (and the constrained decoder) would think an extra key is kept.
+    """
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node:
+                node.setdefault("additionalProperties", False)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return schema
 
 
 _SECTION = re.compile(r"^(Args|Arguments|Parameters|Returns|Return|Raises|Yields|Examples?|Notes?):\s*$")

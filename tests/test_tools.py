@@ -85,6 +85,12 @@ def test_validation_error_names_the_field_and_type(context):
     assert "'trip' is required" in obs.content and "'mode'" in obs.content and "'air' or 'rail'" in obs.content
 
 
+def test_a_key_a_nested_model_does_not_declare_is_reported_not_dropped(context):
+    assert plan.spec.parameters["$defs"]["Trip"]["additionalProperties"] is False  # the model is told, too
+    obs = run(ToolRegistry([plan]), call("plan", '{"trip": {"city": "Oslo", "hotel": "Grand"}}'), context)
+    assert obs.is_error and "'trip'" in obs.content and "'hotel' was unexpected" in obs.content
+
+
 def test_malformed_body_and_unknown_tool_become_observations(context):
     registry = ToolRegistry([plan])
     obs = run(registry, call("plan", "please plan a trip to Oslo"), context)

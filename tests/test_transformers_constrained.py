@@ -91,6 +91,10 @@ def test_enum_const_and_free_schemas():
     free = JsonSchemaPrefix({"type": "object", "additionalProperties": True})
     assert free('{"anything": [1, {"x": null}], "b": true}') == "complete"
     assert JsonSchemaPrefix({})('[1, "two", {"three": 3.0e1}]') == "complete"
+    # JSON Schema's default: keys a schema does not declare are allowed unless it says otherwise
+    declared = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    assert JsonSchemaPrefix(declared)('{"a": 1, "note": "x"}') == "complete"
+    assert JsonSchemaPrefix({**declared, "additionalProperties": False})('{"a": 1, "note": "x"}') == "invalid"
 
 
 def test_processor_makes_a_random_model_write_a_valid_call(tiny_glm_dir):

@@ -127,8 +127,9 @@ def training_examples(trajectories: Iterable[tuple[str, list[str]]], tools: list
             specs = agent.tools.specs()
         assert result.status == "answered", result.error
         for seen, output in zip(scripted.seen, outputs):
-            is_call = bool(glm4.parse_completion(output, [s.name for s in specs]).tool_calls)
-            examples.append((glm4.render_prompt(seen, specs), output + ("<|observation|>" if is_call else "<|user|>")))
+            stop = glm4.implied_stop(output, [s.name for s in specs])
+            examples.append((glm4.render_prompt(seen, specs), output + ("<|observation|>" if stop == "observation"
+                                                                         else "<|user|>")))
     return examples
 
 

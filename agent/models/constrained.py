@@ -351,6 +351,6 @@ class ToolCallConstraint(LogitsProcessor):
 
 
 def _allows_extra(schema: dict[str, Any]) -> bool:
-    """Whether an object schema takes keys it does not declare (JSON Schema: yes, unless it declares some
-    properties and says otherwise; a schema with no properties at all takes any key)."""
-    return bool(schema.get("additionalProperties", not schema.get("properties")))
+    """Whether an object schema takes keys it does not declare: as JSON Schema says, yes unless its
+    ``additionalProperties`` is ``false`` (``@tool``'s schemas say so; schemas given as is may not)."""
+    return schema.get("additionalProperties", True) is not False

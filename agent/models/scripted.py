@@ -2,8 +2,9 @@
 
 >>> model = ScriptedModel(["python\\nprint(1 + 1)", "\\nThe answer is 2."])
 
-Each output is a GLM-4 completion (``name\\nbody`` is a call, ``\\ntext`` an answer), a
-:class:`ModelTurn`, or the output is a function ``(messages, tools) -> str | ModelTurn``.
+Each output is a GLM-4 completion (``name\\nbody`` is a call, as if GLM-4 had stopped on
+``<|observation|>``; ``\\ntext`` an answer), a :class:`ModelTurn`, or the output is a function
+``(messages, tools) -> str | ModelTurn``.
 :meth:`ScriptedModel.from_transcript` replays a recorded run.
 """
 
@@ -15,6 +16,7 @@ from typing import Callable, Sequence, Union
 from ..errors import ModelError
 from ..messages import Message, ToolSpec
 from ..policy import ModelSettings
+from ..protocol import glm4
 from .base import ChatModel, Completion, ModelTurn, TokenCallback, Usage, turn_from_completion
 
 Script = Union[str, ModelTurn]
@@ -49,7 +51,8 @@ class ScriptedModel(ChatModel):
         else:
             text = output
             usage = Usage(completion_tokens=len(text.split()))
-            turn = turn_from_completion(Completion(text=text, usage=usage), tools)
+            stop = glm4.implied_stop(text, [spec.name for spec in tools])
+            turn = turn_from_completion(Completion(text=text, stop_reason=stop, usage=usage), tools)
         if on_token is not None and text:
             on_token(text)  # one piece: a script has no token boundaries worth faking
         return turn

@@ -15,6 +15,7 @@ import itertools
 import json
 import re
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -202,6 +203,16 @@ def parse_completion(text: str, tool_names: Iterable[str], stop_reason: str | No
     return ParsedTurn(content="\n".join(texts), tool_calls=calls)
 
 
+def implied_stop(text: str, tool_names: Iterable[str]) -> str:
+    """The stop a GLM-4 completion written by hand implies: the stop token it ends with, else
+    ``"observation"`` when its last turn starts with a tool's name (``name\\nbody``), else ``"user"``."""
+    for token in STOP_TOKENS:
+        if text.endswith(token):
+            return STOP_REASONS[token]
+    name, newline, _ = text.rsplit("<|assistant|>", 1)[-1].partition("\n")
+    return "observation" if newline and name.strip() in set(tool_names) else "user"
+
+
 @dataclass
 class _CallStart:
     name: str
@@ -288,7 +299,9 @@ def _looks_like_arguments(body: str) -> bool:
     if re.fullmatch(r"\w+", text):
         return False
     try:
-        compile(text, "<call>", "exec", dont_inherit=True)
+        with warnings.catch_warnings():  # "invalid escape sequence" and the like would reach the terminal
+            warnings.simplefilter("ignore")
+            compile(text, "<call>", "exec", dont_inherit=True)
     except Exception:  # SyntaxError, ValueError (NUL bytes), RecursionError, MemoryError: not code
         return False
     return True
