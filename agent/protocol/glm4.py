@@ -166,13 +166,13 @@ def parse_completion(text: str, tool_names: Iterable[str], stop_reason: str | No
       the rest looks like arguments (JSON, a code fence, code, ``search(...)``); a tool name followed
       by prose is text, as GLM-4's own server reads it.
     - Several calls are all recovered, separated by ``<|assistant|>`` or not (servers that strip
-      special tokens glue them together: ``{...}get_time\n{...}``).
+      special tokens glue them together: ``{...}get_time\\n{...}``).
     - Text before a call is kept as the thought when the model stopped for an observation, even
       without the ``<|assistant|>`` between them.
     - A first line that looks like a name makes a call to an unknown tool when the model stopped for
       an observation (the registry then says which tools exist); anything else is text.
 
-    >>> [c.name for c in parse_completion('a\n{"x": 1}\nb\n{}', ["a", "b"], "observation").tool_calls]
+    >>> [c.name for c in parse_completion('a\\n{"x": 1}\\nb\\n{}', ["a", "b"], "observation").tool_calls]
     ['a', 'b']
     """
     names = set(tool_names)
