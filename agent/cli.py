@@ -33,8 +33,9 @@ from .files import collect_files
 from .loop import Agent, ChatSession
 from .messages import ToolCall
 from .models.base import ChatModel
-from .policy import Policy, load_policy
-from .registry import BUILTINS, default_builtins
+from .policy import Policy, load_policy, policy_schema, policy_table
+from .builtins import builtin_names
+from .registry import default_builtins
 from .tool import Tool
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -63,7 +64,7 @@ BaseUrlOpt = typer.Option(None, "--base-url", help="OpenAI-compatible server, e.
 ApiKeyOpt = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY", help="API key (default: $OPENAI_API_KEY).")
 BackendOpt = typer.Option(None, "--backend", help="With --base-url: 'chat' (native tool calls, default) or "
                                                   "'completions' (GLM-4 prompt rendered here).")
-ToolsOpt = typer.Option(None, "--tools", help="Comma-separated built-ins (python,simple_browser,cogview) or 'none'. "
+ToolsOpt = typer.Option(None, "--tools", help=f"Comma-separated built-ins ({','.join(builtin_names())}) or 'none'. "
                                               "Default: those the policy enables.")
 ModuleOpt = typer.Option(None, "--tools-module", metavar="MODULE", help="A module or .py file whose @tool functions are added "
                                                       "(repeatable).")
@@ -105,7 +106,7 @@ def run(
                              system_prompt, yes, interactive=not json_output, files=file, workdir=workdir,
                              served=_served_options(timeout, max_retries, no_stream))
         console = Console()
-        display = EventDisplay(console, errors=err)
+        display = EventDisplay(console, errors=err, code=_code_hints(agent))
         result = None
         try:
             with contextlib.closing(agent.stream(task, files=file or [])) as events:
@@ -154,7 +155,7 @@ def chat(
                              system_prompt, yes, interactive=True, files=file, workdir=workdir,
                              served=_served_options(timeout, max_retries, no_stream))
         console = Console()
-        display = EventDisplay(console, errors=err)
+        display = EventDisplay(console, errors=err, code=_code_hints(agent))
         session = agent.chat()
         history = _line_editing()
         prompt = "\001\x1b[1m\002you> \001\x1b[0m\002" if console.is_terminal else "you> "
@@ -199,6 +200,10 @@ def chat(
             agent.close()
 
 
+def _code_hints(agent: Agent) -> dict[str, tuple[str, str]]:
+    return {tool.name: tool.code for tool in agent.tools if tool.code is not None}
+
+
 def _line_editing() -> Path | None:
     """Line editing and history for ``agent chat`` (arrows, Ctrl-R) where readline exists; the history file.
 
@@ -234,6 +239,17 @@ def _upload(session: ChatSession, paths: list[Path], console: Console) -> None:
             console.print(Text(f"uploaded: {visible(where)}", style="dim"))
     except FileInputError as exc:
         err.print(error_line(str(exc)))
+
+
+@app.command("policy")
+def show_policy(
+    schema: bool = typer.Option(False, "--schema", help="Print the JSON Schema of a policy file instead."),
+) -> None:
+    """Print the policy reference: every section and key, its default and meaning."""
+    if schema:
+        print(json.dumps(policy_schema(), indent=2, ensure_ascii=False))
+    else:
+        print(policy_table())
 
 
 @app.command("tools")
@@ -323,7 +339,7 @@ def _build_agent(model: str | None, base_url: str | None, api_key: str | None, b
         hide_from_process_list(api_key)
     loaded_policy = load_policy(policy)
     if max_steps is not None:
-        loaded_policy.agent.max_steps = max_steps
+        loaded_policy = loaded_policy.with_section("agent", max_steps=max_steps)
     collect_files(files or [], loaded_policy.files)  # a bad path is reported now, before a model loads
     if workdir is not None and workdir.exists() and not workdir.is_dir():
         raise UsageError(f"--workdir {workdir} is not a folder: give a folder (it is created if missing).")
@@ -374,9 +390,10 @@ def _builtin_names(tools: str | None, policy: Policy) -> list[str]:
     if tools is None:
         return default_builtins(policy)
     names = [name.strip() for name in tools.split(",") if name.strip() and name.strip() != "none"]
-    unknown = [name for name in names if name not in BUILTINS]
+    known = builtin_names()
+    unknown = [name for name in names if name not in known]
     if unknown:
-        raise UsageError(f"Unknown built-in tool {unknown[0]!r} in --tools: choose from {', '.join(BUILTINS)}.")
+        raise UsageError(f"Unknown built-in tool {unknown[0]!r} in --tools: choose from {', '.join(known)}.")
     return names
 
 

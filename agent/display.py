@@ -63,8 +63,9 @@ class _ModelWait:
     held it as it streamed, so nothing appears twice.
     """
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, code: CodeHints):
         self.console = console
+        self.code = code
         self.started = time.monotonic()
         self.draft = ""
 
@@ -74,22 +75,25 @@ class _ModelWait:
         if not self.draft.strip():
             return spinner
         # Only the last lines of a long turn: a live area taller than the screen cannot be redrawn.
-        return Group(_draft_panel(visible(self.draft), max(3, self.console.height - 6)), spinner)
+        return Group(_draft_panel(visible(self.draft), max(3, self.console.height - 6), self.code), spinner)
 
 
-def _draft_panel(draft: str, lines: int) -> Panel:
+def _draft_panel(draft: str, lines: int, code: CodeHints) -> Panel:
     """A turn being written, in the panel it will end in: a call's (its tool's name) or the answer's."""
     segment = draft.rsplit("<|assistant|>", 1)[-1]  # a thought before a call is shown when the turn ends
     first, newline, rest = segment.partition("\n")
     if newline and _TOOL_NAME.fullmatch(first.strip()):
         body = "\n".join(rest.split("\n")[-lines:])
-        return Panel(_code_or_text(first.strip(), body), title=Text(first.strip(), style="cyan"), title_align="left",
+        return Panel(_code_or_text(code.get(first.strip()), body), title=Text(first.strip(), style="cyan"), title_align="left",
                      border_style="cyan")
     body = "\n".join(segment.strip("\n").split("\n")[-lines:])
     return Panel(Text(body), title="[green]Answer", title_align="left", border_style="green")
 
 
 _TOOL_NAME = re.compile(r"[A-Za-z_][\w\-.]{0,63}")
+
+# Tools whose calls are code: tool name -> (language, the argument holding the code in a JSON call).
+CodeHints = dict[str, tuple[str, str]]
 
 
 class EventDisplay:
@@ -100,10 +104,11 @@ class EventDisplay:
     """
 
     def __init__(self, console: Console | None = None, *, stream_tokens: bool | None = None,
-                 errors: Console | None = None):
+                 errors: Console | None = None, code: CodeHints | None = None):
         self.console = console or Console()
         self.errors = errors or Console(stderr=True)
         self.stream_tokens = self.console.is_terminal if stream_tokens is None else stream_tokens
+        self.code = code or {}  # what each tool declares (Tool.code): its calls are shown highlighted
         self._progress: _LiveProgress | None = None
         self._tasks: dict[str, TaskID] = {}
         self._wait: _ModelWait | None = None
@@ -129,7 +134,7 @@ class EventDisplay:
             if event.turn.tool_calls and event.turn.content.strip():
                 self.console.print(Text(event.turn.content.strip(), style="italic"))
         elif isinstance(event, ToolCallEvent):
-            self.console.print(Panel(_call_body(event.call), title=Text(event.call.name, style="cyan"), title_align="left",
+            self.console.print(Panel(_call_body(event.call, self.code.get(event.call.name)), title=Text(event.call.name, style="cyan"), title_align="left",
                                      border_style="cyan"))
         elif isinstance(event, ToolProgress):
             self._update_progress(event.tool, event.message, event.fraction)
@@ -197,7 +202,7 @@ class EventDisplay:
     def _start_waiting(self) -> None:
         if self.stream_tokens:
             self.stop()  # one live area at a time: progress lines of tools a deadline abandoned go
-            self._wait = _ModelWait(self.console)
+            self._wait = _ModelWait(self.console, self.code)
             self._live = Live(self._wait, console=self.console, refresh_per_second=8, transient=True)
             self._live.start()
 
@@ -244,21 +249,21 @@ def _visible_fields(value: Any) -> Any:
     return value
 
 
-def _call_body(call: ToolCall) -> RenderableType:
+def _call_body(call: ToolCall, code: tuple[str, str] | None) -> RenderableType:
     body = call.body if call.body else json.dumps(call.arguments, ensure_ascii=False)
-    if call.name == "python" and call.syntax == "json":  # a chat API's {"code": "..."}: show the code
+    if code is not None and call.syntax == "json":  # a chat API's {"code": "..."}: show the code itself
         arguments = call.arguments
         if arguments is None:
             try:
                 arguments = json.loads(strip_fence(call.body))
             except (json.JSONDecodeError, RecursionError):
                 arguments = None
-        if isinstance(arguments, dict) and isinstance(arguments.get("code"), str):
-            body = arguments["code"]
-    return _code_or_text(call.name, body)
+        if isinstance(arguments, dict) and isinstance(arguments.get(code[1]), str):
+            body = arguments[code[1]]
+    return _code_or_text(code, body)
 
 
-def _code_or_text(tool: str, body: str) -> RenderableType:
-    if tool == "python":
-        return Syntax(strip_fence(body), "python", theme="ansi_dark", word_wrap=True)
+def _code_or_text(code: tuple[str, str] | None, body: str) -> RenderableType:
+    if code is not None:
+        return Syntax(strip_fence(body), code[0], theme="ansi_dark", word_wrap=True)
     return Text(body)

@@ -33,3 +33,7 @@ class ModelNotFoundError(ModelError):
 
 class FileInputError(AgentError):
     """A file handed to the agent cannot be taken: missing, unreadable, not a plain file, or over a limit."""
+
+
+class ToolError(AgentError):
+    """A tool could not do what it was asked (its sandbox cannot start, say); the model reads the message."""

@@ -30,7 +30,8 @@ from .events import (Event, FinalAnswer, ModelTurnEvent, Notice, RunError, RunFi
 from .files import collect_files
 from .messages import Artifact, Citation, Message, Observation, ToolCall
 from .models.base import ChatModel, ModelTurn
-from .policy import BUILTIN_TOOLS, Policy, load_policy
+from .builtins import builtin_names
+from .policy import Policy, load_policy
 from .registry import ToolRegistry, default_builtins, error_observation
 from .tool import Tool, ToolContext
 from .transcript import TranscriptWriter
@@ -80,7 +81,7 @@ class Agent:
         self.transcript = TranscriptWriter(transcript) if transcript else None
         self.tools = ToolRegistry(default_builtins(self.policy) if tools is None else tools, policy=self.policy)
         unknown = [name for name in self.policy.tools.require_approval
-                   if name not in self.tools and name not in BUILTIN_TOOLS]
+                   if name not in self.tools and name not in builtin_names()]
         if unknown:
             self.tools.close_now()
             raise PolicyError(f"[tools] require_approval names {unknown[0]!r}, which is no tool of this agent "

@@ -90,4 +90,5 @@ class ToolSpec(BaseModel):
     name: str
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
-    builtin: Literal["python", "simple_browser", "cogview"] | None = None
+    builtin: str | None = None  # GLM-4's native type (python, simple_browser, cogview), described by ``prompt``
+    prompt: str = ""

@@ -1,7 +1,10 @@
 """Policies: what an agent may do, loaded from TOML and validated by pydantic.
 
-A policy is a TOML file with the sections ``[agent]``, ``[model]``, ``[tools]``, ``[sandbox]``,
-``[files]``, ``[browser]`` and ``[cogview]``. Unknown keys are errors, so a typo never silently loosens a limit.
+A policy is a TOML file with the core sections ``[agent]``, ``[model]``, ``[tools]`` and ``[files]``,
+and one section per built-in tool, validated by the settings model the tool declares (``[sandbox]``
+for ``python``, ``[browser]`` for ``simple_browser``, ``[cogview]``). Unknown sections and keys are
+errors, so a typo never silently loosens a limit. Policies are read-only: change one with
+``model_copy(update=...)`` (``with_section`` for one section).
 
 >>> policy = load_policy("strict")
 >>> policy.sandbox.network
@@ -10,24 +13,26 @@ False
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from .builtins import builtin_names, policy_sections
 from .errors import PolicyError
 
 POLICY_DIR = Path(__file__).parent / "policies"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class AgentLimits(_Section):
@@ -39,51 +44,23 @@ class AgentLimits(_Section):
 
 class ModelSettings(_Section):
     temperature: float = Field(0.0, ge=0, description="0 means greedy decoding")
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(1024, ge=1)
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling: the share of probability sampled from")
+    max_new_tokens: int = Field(1024, ge=1, description="tokens the model may write in one turn")
     constrained_calls: bool = Field(False, description="constrain tool-call JSON to the tool's schema (local models)")
 
 
-BUILTIN_TOOLS = ("python", "simple_browser", "cogview")
-
-
 class ToolSettings(_Section):
-    enabled: list[str] = Field(default_factory=lambda: list(BUILTIN_TOOLS))
+    enabled: list[str] = Field(default_factory=builtin_names, description="built-ins an agent gets by default")
     require_approval: list[str] = Field(default_factory=list, description="tools that ask before each call")
 
     @field_validator("enabled")
     @classmethod
     def _known_builtins(cls, names: list[str]) -> list[str]:
-        unknown = [name for name in names if name not in BUILTIN_TOOLS]
+        known = builtin_names()
+        unknown = [name for name in names if name not in known]
         if unknown:  # a typo would otherwise leave the agent without the tool, silently
-            raise ValueError(f"{unknown[0]!r} is not a built-in tool (choose from {', '.join(BUILTIN_TOOLS)})")
+            raise ValueError(f"{unknown[0]!r} is not a built-in tool (choose from {', '.join(known)})")
         return names
-
-
-class SandboxSettings(_Section):
-    """The ``python`` tool's kernel sandbox (see ``sandbox/``)."""
-
-    isolation: Literal["auto", "bwrap", "landlock", "none"] = Field(
-        "auto", description="auto: the strongest that works; none: no OS isolation (must be explicit)")
-    python: str | None = Field(None, description="the kernel's interpreter; by default the one the agent runs on "
-                                                 "(its venv's packages included)")
-    memory_mb: int = Field(2048, ge=512, description="address-space limit of the kernel (numpy+pandas need ~500)")
-    max_processes: int = Field(64, ge=16, description="processes and threads of one kernel")
-    max_file_mb: int = Field(256, ge=1, description="largest file the kernel may write")
-    max_open_files: int = Field(256, ge=64)
-    cpu_seconds: int = Field(300, ge=1, description="CPU budget of one kernel (it is restarted past it)")
-    timeout_s: float = Field(60.0, gt=0, description="wall time of one cell before interrupt")
-    interrupt_grace_s: float = Field(3.0, gt=0, description="wait after an interrupt before restarting")
-    startup_timeout_s: float = Field(60.0, gt=0, description="wall time for a kernel to start")
-    output_bytes: int = Field(20_000, ge=256, description="characters of output kept per stream and cell")
-    tmp_mb: int = Field(256, ge=16, description="size of the kernel's private /tmp (bubblewrap tier)")
-    disk_mb: int = Field(1024, ge=16, description="bytes the kernel's own /mnt/data may hold (as root; not a "
-                                                  "--workdir of the user's); they count as memory too")
-    max_files: int = Field(10_000, ge=100, description="files and folders the kernel's own /mnt/data may hold (as root)")
-    network: bool = False
-    pool_size: int = Field(1, ge=0, description="kernels started ahead")
-    preload: list[str] = Field(default_factory=lambda: ["numpy", "sympy", "matplotlib.pyplot", "pandas"],
-                               description="modules warm pool kernels import ahead")
 
 
 class FileSettings(_Section):
@@ -97,45 +74,64 @@ class FileSettings(_Section):
                                                                  "conversation; the rest is cut, with a note")
 
 
-class BrowserSettings(_Section):
-    search_backend: Literal["searxng", "duckduckgo", "brave", "tavily", "zhipu"] = "duckduckgo"
-    searxng_url: str | None = None
-    allow_domains: list[str] = Field(default_factory=list)
-    deny_domains: list[str] = Field(default_factory=list)
-    allow_private_network: bool = False
-    respect_robots: bool = True
-    max_page_bytes: int = Field(5_000_000, ge=1024)
-    timeout_s: float = Field(15.0, gt=0)
-    max_results: int = Field(10, ge=1, le=50)
-    search_endpoint: str | None = Field(None, description="another URL for the backend's API (a proxy, a test server)")
-    window_chars: int = Field(6000, ge=500, description="characters of a page shown at once; longer pages scroll")
-    retries: int = Field(2, ge=0, le=5, description="retries of a fetch on connection errors, 429 and 5xx")
+class Policy(BaseModel):
+    """A whole policy. Build one in code or load it with :func:`load_policy`.
 
+    Each built-in's section is an attribute too (``policy.sandbox``, ``policy.browser``), holding that
+    tool's settings model, with its defaults when the policy does not mention it.
 
-class CogViewSettings(_Section):
-    model: str = Field("THUDM/CogView4-6B", description="a diffusers text-to-image id or a local pipeline folder")
-    max_width: int = Field(2048, ge=64)
-    max_height: int = Field(2048, ge=64)
-    max_steps: int = Field(50, ge=1, description="caps the denoising steps of every image")
-    cpu_offload: bool = Field(False, description="keep weights in RAM and move each part to the GPU when it runs")
-    steps: int | None = Field(None, ge=1, description="denoising steps; by default the model family's own")
-    guidance_scale: float | None = Field(None, ge=0, description="by default the model family's own")
-    width: int | None = Field(None, ge=16, description="default width; by default the model's native size")
-    height: int | None = Field(None, ge=16, description="default height; by default the model's native size")
-    cpu_max_gb: float = Field(8.0, gt=0, description="largest weights (GB on disk) run on the CPU when there is no GPU")
+    >>> Policy(sandbox={"memory_mb": 4096}).sandbox.memory_mb
+    4096
+    """
 
-
-class Policy(_Section):
-    """A whole policy. Build one in code or load it with :func:`load_policy`."""
+    model_config = ConfigDict(extra="allow", frozen=True)  # extra: the built-ins' sections, checked below
 
     name: str = "custom"
     agent: AgentLimits = Field(default_factory=AgentLimits)
     model: ModelSettings = Field(default_factory=ModelSettings)
     tools: ToolSettings = Field(default_factory=ToolSettings)
-    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     files: FileSettings = Field(default_factory=FileSettings)
-    browser: BrowserSettings = Field(default_factory=BrowserSettings)
-    cogview: CogViewSettings = Field(default_factory=CogViewSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tool_sections(cls, data: Any) -> Any:
+        """Validate each built-in's section with its settings model; refuse sections no tool declares."""
+        if not isinstance(data, dict):
+            return data
+        sections = policy_sections()
+        unknown = [key for key in data if key not in cls.model_fields and key not in sections]
+        if unknown:
+            raise PolicyError(f"unknown key {unknown[0]!r}: no such section (sections: "
+                              f"{', '.join([*[k for k in cls.model_fields if k != 'name'], *sections])}).")
+        data = dict(data)
+        problems = []
+        for section, model in sections.items():
+            value = data.get(section, {})
+            if isinstance(value, model):
+                continue
+            try:
+                data[section] = model.model_validate(value)
+            except ValidationError as exc:
+                problems.append(_describe(exc, prefix=section))
+        if problems:
+            raise PolicyError("; ".join(problems) + ".")
+        return data
+
+    def section(self, name: str) -> BaseModel:
+        """A built-in's settings by section name (``"sandbox"``), as :attr:`policy.sandbox` gives them."""
+        value = (self.__pydantic_extra__ or {}).get(name)
+        if value is None:
+            raise PolicyError(f"The policy has no section [{name}]: no installed built-in declares it.")
+        return value
+
+    def with_section(self, name: str, **changes: Any) -> "Policy":
+        """A copy with some keys of one section changed: ``policy.with_section("sandbox", memory_mb=4096)``."""
+        current = getattr(self, name) if name in type(self).model_fields else self.section(name)
+        try:
+            changed = type(current).model_validate({**current.model_dump(), **changes})
+        except ValidationError as exc:
+            raise PolicyError(_describe(exc, prefix=name) + ".") from None
+        return self.model_copy(update={name: changed})
 
 
 def builtin_policies() -> list[str]:
@@ -165,16 +161,45 @@ def load_policy(policy: str | Path | Policy | None = None) -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(f"Policy file {str(path)!r}: {_describe(exc)}") from None
+        raise PolicyError(f"Policy file {str(path)!r}: {_describe(exc)}.") from None
+    except PolicyError as exc:
+        raise PolicyError(f"Policy file {str(path)!r}: {exc}") from None
 
 
-def _describe(exc: ValidationError) -> str:
-    """One sentence per problem, naming the key, e.g. ``unknown key 'sandbox.memroy_mb'``."""
+def _describe(exc: ValidationError, prefix: str = "") -> str:
+    """One phrase per problem, naming the key, e.g. ``unknown key 'sandbox.memroy_mb'``."""
     problems = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
+        key = ".".join(str(p) for p in ([prefix] if prefix else []) + list(err["loc"]))
         if err["type"] == "extra_forbidden":
             problems.append(f"unknown key {key!r}")
         else:
             problems.append(f"{key!r}: {err['msg']}")
-    return "; ".join(problems) + "."
+    return "; ".join(problems)
+
+
+def _all_sections() -> dict[str, type[BaseModel]]:
+    """Every section a policy may have and the model that validates it: the core ones, then the built-ins'."""
+    sections = {name: field.annotation for name, field in Policy.model_fields.items()
+                if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)}
+    return {**sections, **policy_sections()}
+
+
+def policy_schema() -> dict[str, Any]:
+    """The JSON Schema of a policy file (``agent policy --schema``), the installed built-ins' sections included."""
+    properties: dict[str, Any] = {"name": {"type": "string"}}
+    properties.update({name: model.model_json_schema() for name, model in _all_sections().items()})
+    return {"title": "glm-agent policy", "type": "object", "properties": properties, "additionalProperties": False}
+
+
+def policy_table() -> str:
+    """The policy reference as a Markdown table, from the models themselves (``agent policy`` prints it;
+    the README holds a copy that a test keeps equal)."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for section, model in _all_sections().items():
+        for key, field in model.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            shown = ("all installed" if (section, key) == ("tools", "enabled") else
+                     "unset" if default is None else f"`{json.dumps(default, ensure_ascii=False)}`")
+            rows.append(f"| `[{section}] {key}` | {shown} | {field.description or ''} |")
+    return "\n".join(rows)

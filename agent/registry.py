@@ -8,7 +8,6 @@ the model can try again.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import json
 import numbers
@@ -17,6 +16,7 @@ from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel
 
+from .builtins import builtin_class
 from .errors import AgentError, ToolDefinitionError
 from .files import InputFile
 from .messages import Observation, ObservationPart, ToolCall, ToolSpec
@@ -24,27 +24,18 @@ from .policy import Policy
 from .protocol.near_json import MAX_ARGUMENT_DEPTH, TOO_DEEP, nesting_depth, parse_json_arguments, strip_fence
 from .tool import ArgumentError, FunctionTool, Tool, ToolContext, ToolOutput, to_png_bytes
 
-# The GLM-4 All Tools, imported only when asked for (torch and jupyter are heavy).
-BUILTINS: dict[str, str] = {
-    "python": "tools.python:PythonTool",
-    "simple_browser": "tools.browser:BrowserTool",
-    "cogview": "tools.cogview:CogViewTool",
-}
-
 
 def default_builtins(policy: Policy) -> list[str]:
     """The built-ins an agent gets when it names none: those the policy enables."""
-    return [name for name in policy.tools.enabled if name in BUILTINS]
+    return list(policy.tools.enabled)
 
 
 def load_builtin(name: str, policy: Policy) -> Tool:
-    if name not in BUILTINS:
-        raise ToolDefinitionError(f"Unknown built-in tool {name!r}: choose from {', '.join(BUILTINS)}.")
+    """The built-in installed under ``name`` (see :mod:`agent.builtins`), made for ``policy``."""
+    cls = builtin_class(name)
     if name not in policy.tools.enabled:
         raise ToolDefinitionError(
             f"The policy {policy.name!r} does not enable the {name!r} tool: add it to [tools] enabled.")
-    module_name, _, class_name = BUILTINS[name].partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
     return cls(policy=policy)
 
 
@@ -92,7 +83,7 @@ class ToolRegistry:
         return list(self._tools)
 
     def specs(self) -> list[ToolSpec]:
-        return [tool.spec.model_copy(update={"builtin": tool.builtin}) for tool in self._tools.values()]
+        return [tool.spec for tool in self._tools.values()]
 
     async def call(self, call: ToolCall, context: ToolContext) -> Observation:
         """Run one call and return its observation; never raises for the tool's or the model's faults."""
@@ -156,13 +147,8 @@ def _read_body(tool: Tool, call: ToolCall) -> dict[str, Any]:
 
 
 def expected_shape(tool: Tool) -> str:
-    if tool.builtin == "python":
-        return "Send Python code as the whole message."
-    if tool.builtin == "simple_browser":
-        return 'Send one call such as search("query", recency_days=7), mclick([0, 2]) or open_url("https://...").'
-    if tool.builtin == "cogview":
-        return "Send an English description of the image."
-    return f"Expected JSON arguments matching {json.dumps(tool.spec.parameters, ensure_ascii=False)}"
+    """What a malformed call is told to send instead: the tool's own hint, or its JSON schema."""
+    return tool.usage or f"Expected JSON arguments matching {json.dumps(tool.spec.parameters, ensure_ascii=False)}"
 
 
 def error_observation(call: ToolCall, text: str) -> Observation:

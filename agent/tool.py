@@ -161,19 +161,33 @@ class Tool:
     ...         self.total += step
     ...         return self.total
 
-    ``forward`` may be sync (run in a thread) or async. Built-in GLM-4 tools set ``builtin`` and
-    override :meth:`parse_body` to read the raw text GLM-4 sends them.
+    ``forward`` may be sync (run in a thread) or async. A tool GLM-4 knows natively sets ``builtin``
+    (its type in GLM-4's system prompt) and ``builtin_prompt`` (how that prompt describes it), and
+    overrides :meth:`parse_body` to read the raw text GLM-4 sends it. A built-in installed under a
+    name (see :mod:`agent.builtins`) also declares its policy ``section`` and ``settings_model``.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    builtin: ClassVar[str | None] = None
+    builtin: ClassVar[str | None] = None  # GLM-4's native type for this tool; None: a function with a schema
+    builtin_prompt: ClassVar[str] = ""  # the text under "## {builtin}" in GLM-4's system prompt
+    usage: ClassVar[str] = ""  # what a malformed call is told to send instead (default: the JSON schema)
+    section: ClassVar[str | None] = None  # the policy section holding its settings, e.g. "browser"
+    settings_model: ClassVar[type[BaseModel] | None] = None  # the model that validates that section
+    code: ClassVar[tuple[str, str] | None] = None  # (language, argument): calls shown as highlighted code
 
     forward: Callable[..., Any]
 
     @property
     def spec(self) -> ToolSpec:
-        return self._signature.spec
+        spec = self._signature.spec
+        if self.builtin:
+            if not self.builtin_prompt.strip():
+                raise ToolDefinitionError(
+                    f"Tool {self.name!r} says GLM-4 knows it natively as {self.builtin!r} but gives no "
+                    f"`builtin_prompt` to describe it with: set one, or leave `builtin` unset to offer it as a function.")
+            spec = spec.model_copy(update={"builtin": self.builtin, "prompt": self.builtin_prompt})
+        return spec
 
     @property
     def _signature(self) -> "_Signature":

@@ -55,7 +55,8 @@ async def timed_mclick(site, policy, batches: list[list[int]]) -> float:
 
 
 def mclick_part(reps: int) -> None:
-    from agent.policy import BrowserSettings, Policy
+    from agent.policy import Policy
+    from tools.browser.settings import BrowserSettings
     from tools.browser.testing import LocalSite, Route
 
     with LocalSite() as site:

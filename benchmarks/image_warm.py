@@ -44,8 +44,7 @@ def cpu_part(reps: int, steps: int) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_tiny_cogview4(Path(tmp) / "tiny-cogview4")
-        policy = Policy()
-        policy.cogview.model, policy.cogview.steps = str(folder), steps
+        policy = Policy(cogview={"model": str(folder), "steps": steps})
         context = ToolContext(run_id="bench", artifacts_dir=Path(tmp) / "run", policy=policy)
 
         cache = PipelineCache()

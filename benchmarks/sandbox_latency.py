@@ -15,8 +15,7 @@ import time
 
 from jupyter_client import KernelManager
 
-from agent.policy import SandboxSettings
-from sandbox import Kernel, KernelPool, tier_problem
+from sandbox import Kernel, KernelPool, SandboxSettings, tier_problem
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:

@@ -16,6 +16,7 @@ from .kernel import Kernel
 from .pool import KernelPool
 from .results import ExecutionError, ExecutionResult
 from .sandbox import AsyncSandbox, Sandbox
+from .settings import SandboxSettings
 
 __all__ = [
     "AsyncSandbox",
@@ -28,6 +29,7 @@ __all__ = [
     "Sandbox",
     "SandboxClosedError",
     "SandboxError",
+    "SandboxSettings",
     "SandboxUnavailableError",
     "describe_isolation",
     "find_interpreter",

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from agent.errors import AgentError
 
-
-class SandboxError(AgentError):
-    """Base class of the sandbox's errors."""
+class SandboxError(Exception):
+    """Base class of the sandbox's errors; the message is one sentence for a person."""
 
 
 class SandboxUnavailableError(SandboxError):

@@ -28,11 +28,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.policy import SandboxSettings
-
 from .cgroups import cgroup_problem
 from .errors import SandboxError, SandboxUnavailableError
 from .interpreter import Interpreter, find_interpreter
+from .settings import SandboxSettings
 
 LAUNCHER = Path(__file__).with_name("_launch.py")
 MIB = 1024 * 1024

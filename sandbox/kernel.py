@@ -27,12 +27,11 @@ from typing import Any, Callable
 import zmq
 from jupyter_client.blocking.client import BlockingKernelClient
 
-from agent.policy import SandboxSettings
-
 from . import isolation
 from .cgroups import KernelCgroup, create_cgroup
 from .errors import KernelStartError, SandboxClosedError
 from .results import CappedText, ExecutionError, ExecutionResult, clean_text, strip_ansi
+from .settings import SandboxSettings
 from .workdir import cap_folder, lend_tree, remove_tree, return_tree, uncap_folder
 
 OutputHook = Callable[[str, str], None]  # (stream, text), called as a cell prints

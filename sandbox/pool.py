@@ -12,22 +12,23 @@ import asyncio
 import threading
 import time
 from collections import deque
-
-from agent.policy import Policy, SandboxSettings
+from typing import Any
 
 from .errors import SandboxClosedError, SandboxError
 from .isolation import resolve_isolation
 from .kernel import Kernel
+from .settings import SandboxSettings
 
 
-def settings_of(policy_or_settings: Policy | SandboxSettings | None) -> SandboxSettings:
+def settings_of(policy_or_settings: Any) -> SandboxSettings:
+    """Sandbox settings, or those of anything carrying them as ``.sandbox`` (an agent's policy)."""
     if policy_or_settings is None:
         return SandboxSettings()
-    if isinstance(policy_or_settings, Policy):
-        return policy_or_settings.sandbox
     if isinstance(policy_or_settings, SandboxSettings):
         return policy_or_settings
-    raise TypeError(f"Expected a Policy or SandboxSettings, got {type(policy_or_settings).__name__}.")
+    if isinstance(getattr(policy_or_settings, "sandbox", None), SandboxSettings):
+        return policy_or_settings.sandbox
+    raise TypeError(f"Expected SandboxSettings or a policy, got {type(policy_or_settings).__name__}.")
 
 
 class KernelPool:
@@ -40,7 +41,7 @@ class KernelPool:
     '2'
     """
 
-    def __init__(self, policy_or_settings: Policy | SandboxSettings | None = None, size: int | None = None,
+    def __init__(self, policy_or_settings: Any = None, size: int | None = None,
                  *, preload: list[str] | None = None):
         self.settings = settings_of(policy_or_settings)
         self.size = self.settings.pool_size if size is None else size

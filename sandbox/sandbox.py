@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Callable
-
-from agent.policy import Policy, SandboxSettings
+from typing import Any, Callable
 
 from .errors import SandboxClosedError
 from .isolation import resolve_isolation
@@ -32,7 +30,7 @@ class Sandbox:
         pool: take a warm kernel from this pool instead of starting one (ignored with ``workdir``).
     """
 
-    def __init__(self, policy_or_settings: Policy | SandboxSettings | None = None, *,
+    def __init__(self, policy_or_settings: Any = None, *,
                  workdir: str | Path | None = None, pool: KernelPool | None = None):
         self.settings = settings_of(policy_or_settings if pool is None or policy_or_settings else pool.settings)
         if pool is not None and workdir is None:
@@ -111,7 +109,7 @@ class AsyncSandbox:
     ...     result = await sb.execute("1 + 1")
     """
 
-    def __init__(self, policy_or_settings: Policy | SandboxSettings | None = None, *,
+    def __init__(self, policy_or_settings: Any = None, *,
                  workdir: str | Path | None = None, pool: KernelPool | None = None):
         self._args = (policy_or_settings, workdir, pool)
         self._sandbox: Sandbox | None = None

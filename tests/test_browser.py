@@ -5,10 +5,11 @@ import pytest
 from agent import Agent
 from agent.messages import ToolCall
 from agent.models import ScriptedModel
-from agent.policy import BrowserSettings, Policy
+from agent.policy import Policy
 from agent.registry import ToolRegistry
 from agent.tool import ToolContext
 from tools.browser import BrowserTool
+from tools.browser.settings import BrowserSettings
 from tools.browser.testing import LocalSite, Route
 
 ARTICLES = {

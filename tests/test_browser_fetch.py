@@ -4,11 +4,11 @@ import ipaddress
 
 import pytest
 
-from agent.policy import BrowserSettings
 from tools.browser import fetch as fetch_module
 from tools.browser.errors import BlockedURLError, FetchError, RobotsDisallowedError
 from tools.browser.fetch import Fetcher
 from tools.browser.reader import is_readable, read
+from tools.browser.settings import BrowserSettings
 from tools.browser.testing import LocalSite, Route, make_pdf
 
 

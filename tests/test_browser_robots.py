@@ -9,7 +9,7 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tools.browser.robots import Rule, RobotsRules
+from tools.browser.robots import RobotsRules, Rule
 
 
 def reference(pattern: str, path: str) -> bool:
@@ -53,9 +53,9 @@ import ipaddress  # noqa: E402
 
 import pytest  # noqa: E402
 
-from agent.policy import BrowserSettings  # noqa: E402
 from tools.browser.errors import BlockedURLError  # noqa: E402
 from tools.browser.fetch import Fetcher, blocked_reason  # noqa: E402
+from tools.browser.settings import BrowserSettings  # noqa: E402
 
 
 @pytest.mark.parametrize("address", [

@@ -5,7 +5,6 @@ import datetime as dt
 import httpx
 import pytest
 
-from agent.policy import BrowserSettings
 from tools.browser.errors import SearchError
 from tools.browser.search import (
     Brave,
@@ -17,6 +16,7 @@ from tools.browser.search import (
     brave_freshness,
     recency_bucket,
 )
+from tools.browser.settings import BrowserSettings
 from tools.browser.testing import LocalSite, Route
 
 

@@ -88,8 +88,7 @@ def test_workdir_is_used_as_mnt_data(fake_server, tmp_path):
 
 
 def test_a_running_cell_streams_its_output_as_events(tmp_path):
-    policy = Policy()
-    policy.sandbox.pool_size, policy.sandbox.preload = 1, []
+    policy = Policy(sandbox={"pool_size": 1, "preload": []})
     code = "import time\nfor i in range(3):\n    print('line', i, flush=True)\n    time.sleep(0.4)"
     agent = Agent(model=ScriptedModel([f"python\n{code}", "\nDone."]), tools=["python"], policy=policy)
     events = list(agent.stream("count"))
@@ -179,8 +178,7 @@ def test_ctrl_c_in_agent_chat_cancels_the_turn_and_keeps_the_kernel(fake_server,
 
 
 async def test_cancelling_arun_interrupts_the_cell_and_the_session_goes_on():
-    policy = Policy()
-    policy.sandbox.pool_size, policy.sandbox.preload = 1, []
+    policy = Policy(sandbox={"pool_size": 1, "preload": []})
     agent = Agent(model=ScriptedModel([f"python\n{SLOW_CELL}", "python\nprint(x + 1)", "\n42"]),
                   tools=["python"], policy=policy)
     async with agent.chat() as session:

@@ -29,12 +29,8 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 
 def policy_for(model: Path | str, **settings) -> Policy:
-    policy = Policy()
-    policy.cogview.model = str(model)
-    policy.cogview.steps = settings.pop("steps", 2)  # tiny models: a couple of steps is plenty
-    for key, value in settings.items():
-        setattr(policy.cogview, key, value)
-    return policy
+    settings.setdefault("steps", 2)  # tiny models: a couple of steps is plenty
+    return Policy(cogview={"model": str(model), **settings})
 
 
 class Recorder:

@@ -32,9 +32,7 @@ def test_every_area_is_checked_and_each_problem_has_a_fix():
 
 def test_a_missing_search_key_and_a_bad_interpreter_fail_with_their_fixes(monkeypatch, tmp_path):
     monkeypatch.delenv("TAVILY_API_KEY", raising=False)
-    policy = Policy()
-    policy.browser.search_backend = "tavily"
-    policy.sandbox.python = str(tmp_path / "no-python")
+    policy = Policy(browser={"search_backend": "tavily"}, sandbox={"python": str(tmp_path / "no-python")})
     found = {finding.check: finding for finding in diagnose(policy)}
     assert found["search"].status == "fail" and "TAVILY_API_KEY" in found["search"].fix
     assert found["interpreter"].status == "fail" and "full path" in found["interpreter"].fix

@@ -221,8 +221,7 @@ def test_without_the_python_tool_documents_go_into_the_users_turn(tmp_path):
     make_documents(tmp_path / "docs")
     seen = []
     model = ScriptedModel(lambda messages, *_: seen.append(messages[-1].content) or "\nRead them.")
-    policy = Policy()
-    policy.files.max_document_chars = 1000
+    policy = Policy(files={"max_document_chars": 1000})
     agent = Agent(model=model, tools=[], policy=policy)
     result = agent.run("Summarise", files=[tmp_path / "docs" / "review.docx", tmp_path / "docs" / "history.pdf"])
     agent.close()
@@ -238,12 +237,7 @@ def test_without_the_python_tool_documents_go_into_the_users_turn(tmp_path):
 
 
 def python_policy(**files) -> Policy:
-    policy = Policy()
-    for key, value in dict(pool_size=1, preload=[], timeout_s=30).items():
-        setattr(policy.sandbox, key, value)
-    for key, value in files.items():
-        setattr(policy.files, key, value)
-    return policy
+    return Policy(sandbox={"pool_size": 1, "preload": [], "timeout_s": 30}, files=files)
 
 
 def run_cells(agent: Agent, cells: list[str], files=(), task="go"):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.builtins import builtin_class
 from agent.messages import Message, ToolCall, ToolSpec
 from agent.protocol.glm4 import parse_completion, render_prompt, template_messages
 
@@ -29,7 +30,7 @@ WEATHER = ToolSpec(name="get_weather", description="查询天气 / get the weath
 NESTED = ToolSpec(name="book", description="Book a trip.", parameters={
     "type": "object", "properties": {"trip": {"$ref": "#/$defs/Trip"}, "mode": {"enum": ["air", "rail"]}},
     "$defs": {"Trip": {"type": "object", "properties": {"to": {"type": "string"}, "days": {"type": "integer"}}}}})
-BUILTINS = [ToolSpec(name=n, builtin=n) for n in ("python", "simple_browser", "cogview")]
+BUILTINS = [ToolSpec(name=n, builtin=n, prompt=builtin_class(n).builtin_prompt) for n in ("python", "simple_browser", "cogview")]
 
 CONVERSATIONS = {
     "first turn, all tools": ([Message(role="user", content="北京今天天气怎么样？")], BUILTINS + [WEATHER, NESTED]),

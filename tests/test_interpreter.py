@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.policy import SandboxSettings
-from sandbox import Sandbox, SandboxUnavailableError, find_interpreter, tier_problem
+from sandbox import Sandbox, SandboxSettings, SandboxUnavailableError, find_interpreter, tier_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 TIERS = [tier for tier in ("bwrap", "landlock") if tier_problem(tier) is None]
@@ -90,7 +89,7 @@ def test_the_kernel_imports_what_only_the_venv_has(tier, place, copies, tmp_path
 def test_by_default_the_kernel_runs_the_python_the_agent_runs_on(tmp_path):
     """The agent started from a venv: the kernel sees the venv, on the strongest tier, which auto keeps."""
     python = make_venv(tmp_path / "v")
-    script = ("import json\nfrom sandbox import Sandbox, describe_isolation\nfrom agent.policy import SandboxSettings\n"
+    script = ("import json\nfrom sandbox import Sandbox, SandboxSettings, describe_isolation\n"
               "with Sandbox(SandboxSettings(pool_size=0, preload=[])) as sb:\n"
               f"    r = sb.execute({CHECK!r})\n"
               "    print(json.dumps([sb.isolation, describe_isolation('auto'), r.stdout, str(r.error)]))\n")

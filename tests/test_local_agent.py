@@ -20,9 +20,7 @@ def trained_dir(tmp_path_factory):
 
 @pytest.fixture
 def policy() -> Policy:
-    policy = Policy()
-    policy.model.max_new_tokens = 40
-    return policy
+    return Policy(model={"max_new_tokens": 40})
 
 
 @pytest.mark.slow  # trains the tiny GLM (seconds) when it is the first to need it

@@ -20,10 +20,7 @@ def add(a: int, b: int) -> int:
 
 
 def policy(**agent_limits):
-    p = Policy()
-    for key, value in agent_limits.items():
-        setattr(p.agent, key, value)
-    return p
+    return Policy(agent=agent_limits)
 
 
 def test_tool_call_then_answer():
@@ -105,8 +102,7 @@ def test_same_call_three_times_in_a_row_is_stopped():
 
 
 def test_approval_required():
-    p = Policy()
-    p.tools.require_approval = ["add"]
+    p = Policy(tools={"require_approval": ["add"]})
     asked = []
     denied = Agent(model=ScriptedModel(['add\n{"a": 1, "b": 2}', "\nok"]), tools=[add], policy=p).run("go")
     assert "did not approve" in denied.steps[0].observations[0].content
@@ -176,8 +172,7 @@ def test_model_failure_is_a_clear_error_result():
 
 
 def test_policy_enables_builtins():
-    p = Policy()
-    p.tools.enabled = []
+    p = Policy(tools={"enabled": []})
     from agent.errors import ToolDefinitionError
 
     with pytest.raises(ToolDefinitionError, match="does not enable the 'python' tool"):

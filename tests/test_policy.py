@@ -1,9 +1,12 @@
 """Policies: the shipped ones load, unknown keys and bad values are refused with the key's name."""
 
+from pathlib import Path
+
 import pytest
+from pydantic import ValidationError
 
 from agent.errors import PolicyError
-from agent.policy import builtin_policies, load_policy
+from agent.policy import Policy, builtin_policies, load_policy, policy_table
 
 
 def test_shipped_policies_load():
@@ -42,3 +45,25 @@ def test_unknown_policy_name():
         load_policy("lenient")
     with pytest.raises(PolicyError, match="does not exist"):
         load_policy("missing/file.toml")
+
+
+def test_the_readme_policy_reference_is_the_models_own():
+    """The README's table is what `agent policy` prints from the models: a key added or changed without
+    updating it fails here (copy the output of `agent policy` between the policy-table markers)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    copy = readme.split("<!-- policy-table", 1)[1].split("-->", 1)[1].split("<!-- /policy-table -->", 1)[0]
+    assert copy.strip() == policy_table()
+    keys = {line.split("`")[1] for line in policy_table().splitlines()[2:]}
+    assert {"[sandbox] disk_mb", "[browser] retries", "[files] max_document_chars", "[model] top_p"} <= keys
+
+
+def test_policy_sections_are_read_only_and_copied_to_change():
+    policy = load_policy("default")
+    with pytest.raises(ValidationError):
+        policy.sandbox.memory_mb = 1  # a tool holding these settings never sees them change
+    stricter = policy.with_section("sandbox", memory_mb=1024)
+    assert stricter.sandbox.memory_mb == 1024 and policy.sandbox.memory_mb == 2048
+    assert Policy(agent={"max_steps": 3}).agent.max_steps == 3
+    with pytest.raises(PolicyError, match="'sandbox.memory_mb'"):
+        policy.with_section("sandbox", memory_mb=1)  # below the minimum: refused like a policy file
+

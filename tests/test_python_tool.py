@@ -20,12 +20,8 @@ from tools.python import PythonTool
 
 
 def small_policy(**sandbox) -> Policy:
-    policy = Policy()
     values = dict(pool_size=1, preload=[], timeout_s=20, interrupt_grace_s=1.5, output_bytes=1000)
-    values.update(sandbox)
-    for key, value in values.items():
-        setattr(policy.sandbox, key, value)
-    return policy
+    return Policy(sandbox={**values, **sandbox})
 
 
 @pytest.fixture(scope="module")

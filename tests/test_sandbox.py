@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from agent.policy import Policy, SandboxSettings
+from agent.policy import Policy
 from sandbox import (
     AsyncSandbox,
     ExecutionError,
@@ -24,6 +24,7 @@ from sandbox import (
     Sandbox,
     SandboxClosedError,
     SandboxError,
+    SandboxSettings,
     SandboxUnavailableError,
     isolation,
     resolve_isolation,

@@ -17,9 +17,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from agent.policy import SandboxSettings
-from sandbox import Sandbox, tier_problem
-from sandbox import isolation
+from sandbox import Sandbox, SandboxSettings, isolation, tier_problem
 from sandbox import kernel as kernel_module
 
 TIERS = ["bwrap", "landlock"]

@@ -31,7 +31,7 @@ pytestmark = [
 
 SCRIPT = r'''
 import json, os, sys
-from agent.policy import SandboxSettings
+from sandbox import SandboxSettings
 from sandbox import Sandbox, describe_isolation, tier_problem
 
 secret = sys.argv[1]

@@ -74,7 +74,7 @@ def test_a_tool_that_never_returns_is_abandoned_and_the_process_exits(tmp_path):
         "import time, json\nfrom agent import Agent, tool\nfrom agent.models import ScriptedModel\n"
         "from agent.policy import Policy\n\n"
         "@tool\ndef wait_forever() -> str:\n    '''Never returns.'''\n    time.sleep(3600)\n    return 'late'\n\n"
-        "policy = Policy()\npolicy.agent.wall_time_s = 3\n"
+        "policy = Policy(agent={'wall_time_s': 3})\n"
         "agent = Agent(model=ScriptedModel(['wait_forever\\n{}', '\\nGave up.']), tools=[wait_forever], policy=policy)\n"
         "started = time.monotonic()\nresult = agent.run('wait')\n"
         "print(json.dumps([result.status, result.answer, time.monotonic() - started,\n"

@@ -251,6 +251,7 @@ def test_builtin_raw_bodies_through_a_chat_api(context):
     class Echo(Tool):
         name = "python"
         builtin = "python"
+        builtin_prompt = "Runs the code it is sent."
 
         def parse_body(self, body):
             return {"code": body}
@@ -268,8 +269,7 @@ def test_builtin_raw_bodies_through_a_chat_api(context):
 
 
 def test_policy_must_enable_builtins():
-    policy = Policy()
-    policy.tools.enabled = ["python"]
+    policy = Policy(tools={"enabled": ["python"]})
     with pytest.raises(ToolDefinitionError, match="does not enable the 'cogview' tool"):
         ToolRegistry(["cogview"], policy=policy)
 

@@ -16,6 +16,7 @@ from typing import Literal
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from agent.builtins import builtin_class
 from agent.protocol import glm4
 from agent.tool import tool
 
@@ -25,7 +26,7 @@ SPECIAL_TOKENS: tuple[str, ...] = ("<|endoftext|>",) + tuple(t for t in glm4.SPE
 # A little of everything GLM-4 prompts contain: the system intro, tool schemas, code, JSON, English.
 _CORPUS = [
     glm4.SYSTEM_INTRO,
-    *glm4.BUILTIN_TOOL_TEXT.values(),
+    *(f"\n## {name}\n\n{builtin_class(name).builtin_prompt}" for name in ("python", "simple_browser", "cogview")),
     ('{"name": "add", "description": "Add two integers.", "parameters": {"type": "object", "properties": '
      '{"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}}'),
     "在调用上述函数时，请使用 Json 格式表示调用的参数。",

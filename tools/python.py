@@ -20,13 +20,13 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
-from agent.errors import FileInputError
+from agent.errors import FileInputError, ToolError
 from agent.files import InputFile, media_type, private_dir
 from agent.messages import Artifact
 from agent.policy import FileSettings, Policy
 from agent.protocol.near_json import strip_fence
 from agent.tool import Tool, ToolContext, ToolOutput
-from sandbox import AsyncSandbox, KernelPool, describe_isolation
+from sandbox import AsyncSandbox, KernelPool, SandboxError, SandboxSettings, describe_isolation
 from sandbox.workdir import FileState, Incoming, changes, copy_in, copy_out, snapshot
 
 MB = 1024 * 1024
@@ -58,6 +58,14 @@ class PythonTool(Tool):
 
     name = "python"
     builtin = "python"
+    builtin_prompt = (
+        "当你向 `python` 发送包含 Python 代码的消息时，该代码将会在一个有状态的 Jupyter notebook 环境中执行。\n"
+        "`python` 返回代码执行的输出，或在执行 60 秒后返回超时。\n"
+        "`/mnt/data` 将会持久化存储你的文件。在此会话中，`python` 无法访问互联网。不要使用 `python` 进行任何网络请求或者在线 API 调用，这些在线内容的访问将不会成功。"
+    )  # glm-4-9b-chat's own words, from its chat template
+    usage = "Send Python code as the whole message."
+    section, settings_model = "sandbox", SandboxSettings
+    code = ("python", "code")
     description = ("Run Python code in a stateful Jupyter notebook (no network access). Variables persist "
                    "between calls; files saved to /mnt/data persist for the session; figures are returned as images.")
 
@@ -84,7 +92,10 @@ class PythonTool(Tool):
             code = strip_fence(code)
         if not code.strip():
             raise ValueError("there is no code: send the Python code itself, optionally in a ```python fence")
-        session = await self._session(context)
+        try:
+            session = await self._session(context)
+        except SandboxError as exc:  # the sandbox speaks for itself; the agent reports it as this tool's failure
+            raise ToolError(str(exc)) from None
         ticker = asyncio.ensure_future(self._tick(context))
         try:  # after the session's earlier cells, like a notebook; output is passed on as it comes
             result = await session.sandbox.execute(code, on_output=lambda stream, text: context.output(

@@ -35,41 +35,6 @@ SYSTEM_INTRO = (
     "你的任务是针对用户的问题和要求提供适当的答复和支持。"
 )
 
-# The tool descriptions of the official template, as it renders them (trim_blocks eats one newline).
-BUILTIN_TOOL_TEXT = {
-    "python": (
-        "\n## python\n\n"
-        "当你向 `python` 发送包含 Python 代码的消息时，该代码将会在一个有状态的 Jupyter notebook 环境中执行。\n"
-        "`python` 返回代码执行的输出，或在执行 60 秒后返回超时。\n"
-        "`/mnt/data` 将会持久化存储你的文件。在此会话中，`python` 无法访问互联网。"
-        "不要使用 `python` 进行任何网络请求或者在线 API 调用，这些在线内容的访问将不会成功。"
-    ),
-    "simple_browser": (
-        "\n## simple_browser\n\n"
-        "你可以使用 `simple_browser` 工具。该工具支持以下函数：\n"
-        "`search(query: str, recency_days: int)`：使用搜索引擎进行查询并显示结果，可以使用 `recency_days` 参数控制搜索内容的时效性。\n"
-        "`mclick(ids: list[int])`：获取一系列指定 id 的页面内容。每次调用时，须选择3-10个页面。"
-        "选择多个角度的页面，同时尽可能选择可信任的信息来源。考虑到部分页面是无法加载的，"
-        "你也可以多打开一些可能有用的页面而不用担心内容过多。\n"
-        "`open_url(url: str)`：打开指定的 URL。\n\n"
-        "使用 `【{引用 id}†{引用文本}】` 来引用内容。\n\n"
-        "操作步骤：1. 使用 `search` 来获得信息列表; 2. 使用 `mclick` 来获取指定 ID 页面的内容; "
-        "3. 根据获得的内容进行回复。在回复中应当引用信息来源。\n"
-        " 如果用户提供了 URL，也可以用 `open_url` 直接打开页面。\n"
-        "如果初次搜索结果没有找到合适的信息，也可以再次使用 `search` 进行搜索。"
-    ),
-    "cogview": (
-        "\n## cogview\n\n"
-        "如果用户的请求中包含了对图像的描述，你可以使用 `cogview` 来生成图像并展示给用户。"
-        "你需要向 `cogview` 发送图像描述，规则：\n"
-        "- 发送给 `cogview` 的消息必须使用英语。用户的中文描述必须完全翻译为英语。\n"
-        "- 应当尽可能详细地描述图像生成的需求，需求描述约 100 英文单词。\n"
-        "- 保持用户原始描述的意图。不要虚构内容或者没见过的人物。\n"
-        "- 如无特殊说明，所在地为中国，持有中国立场并遵循中国社会主义价值观。"
-    ),
-}
-
-
 def tool_entries(tools: Iterable[ToolSpec]) -> list[dict[str, Any]]:
     """Tools as the template expects them in the system message."""
     entries = []
@@ -119,8 +84,7 @@ def render_prompt(messages: list[Message], tools: list[ToolSpec] | None = None,
     for item in template_messages(messages, tools):
         if "tools" in item:
             parts.append(f"<|system|>\n{SYSTEM_INTRO}\n\n# 可用工具")
-            for entry in item["tools"]:
-                parts.append(_tool_text(entry))
+            parts.extend(_tool_text(spec) for spec in tools or ())
         if item["content"]:
             parts.append(f"<|{item['role']}|>{item['metadata']}\n{item['content']}")
     if add_generation_prompt:
@@ -128,12 +92,12 @@ def render_prompt(messages: list[Message], tools: list[ToolSpec] | None = None,
     return "".join(parts)
 
 
-def _tool_text(entry: dict[str, Any]) -> str:
-    if entry["type"] == "function":
-        function = entry["function"]
-        schema = json.dumps(function, ensure_ascii=False, indent=4)
-        return f"\n## {function['name']}\n\n{schema}\n在调用上述函数时，请使用 Json 格式表示调用的参数。"
-    return BUILTIN_TOOL_TEXT.get(entry["type"], "")
+def _tool_text(spec: ToolSpec) -> str:
+    if spec.builtin:  # a tool GLM-4 knows natively describes itself (the official template's own words)
+        return f"\n## {spec.builtin}\n\n{spec.prompt}"
+    function = {"name": spec.name, "description": spec.description, "parameters": spec.parameters}
+    schema = json.dumps(function, ensure_ascii=False, indent=4)
+    return f"\n## {spec.name}\n\n{schema}\n在调用上述函数时，请使用 Json 格式表示调用的参数。"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -30,11 +30,10 @@ import httpx
 import idna
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from agent.policy import BrowserSettings
-
 from .addresses import blocked_reason, ip_literal
 from .errors import BlockedURLError, FetchError, RobotsDisallowedError
 from .robots import RobotsRules
+from .settings import BrowserSettings
 
 PRODUCT_TOKEN = "glm-agent"  # what robots.txt groups name
 USER_AGENT = f"Mozilla/5.0 (compatible; {PRODUCT_TOKEN}/0.1; simple_browser)"

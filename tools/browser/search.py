@@ -23,9 +23,8 @@ from bs4 import BeautifulSoup, Tag
 from pydantic import BaseModel
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from agent.policy import BrowserSettings
-
 from .errors import SearchError
+from .settings import BrowserSettings
 
 API_KEY_ENV: dict[str, tuple[str, ...]] = {
     "brave": ("BRAVE_API_KEY", "BRAVE_SEARCH_API_KEY"),

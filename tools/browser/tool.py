@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import httpx
 
-from agent.policy import BrowserSettings, Policy
+from agent.policy import Policy
 from agent.tool import Tool, ToolContext, ToolOutput
 
 from .actions import parse_action
@@ -27,6 +27,7 @@ from .errors import BrowserError
 from .fetch import USER_AGENT, Fetcher, Resolver
 from .reader import Document, is_readable, read
 from .search import SearchBackend, backend_from_settings
+from .settings import BrowserSettings
 from .view import Ref, Refs, ShownResult, format_results, host_of, render_page, url_key
 
 MAX_MCLICK = 10  # GLM-4's prompt asks for 3-10 pages a call
@@ -153,6 +154,20 @@ class BrowserTool(Tool):
 
     name = "simple_browser"
     builtin = "simple_browser"
+    builtin_prompt = (
+        "你可以使用 `simple_browser` 工具。该工具支持以下函数：\n"
+        "`search(query: str, recency_days: int)`：使用搜索引擎进行查询并显示结果，可以使用 `recency_days` 参数控制搜索内容的时效性。\n"
+        "`mclick(ids: list[int])`：获取一系列指定 id 的页面内容。每次调用时，须选择3-10个页面。选择多个角度的页面，同时尽可能选择可信任的信息来源。考虑到部分页面是无法加载的，你也可以多打开一些可能有用的页面而不用担心内容过多。\n"
+        "`open_url(url: str)`：打开指定的 URL。\n"
+        "\n"
+        "使用 `【{引用 id}†{引用文本}】` 来引用内容。\n"
+        "\n"
+        "操作步骤：1. 使用 `search` 来获得信息列表; 2. 使用 `mclick` 来获取指定 ID 页面的内容; 3. 根据获得的内容进行回复。在回复中应当引用信息来源。\n"
+        " 如果用户提供了 URL，也可以用 `open_url` 直接打开页面。\n"
+        "如果初次搜索结果没有找到合适的信息，也可以再次使用 `search` 进行搜索。"
+    )  # glm-4-9b-chat's own words, from its chat template
+    usage = 'Send one call such as search("query", recency_days=7), mclick([0, 2]) or open_url("https://...").'
+    section, settings_model = "browser", BrowserSettings
     description = (
         "Search the web and read pages. action='search' with a query (and recency_days) lists numbered "
         "results; action='mclick' with ids opens several results at once; action='open_url' with a url "

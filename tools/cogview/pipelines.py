@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable
 
 from agent.errors import AgentError
 from agent.models.hub import hub_unavailable
-from agent.policy import CogViewSettings
+
+from .settings import CogViewSettings
 
 
 class CogViewError(AgentError):

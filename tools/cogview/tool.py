@@ -9,11 +9,12 @@ import secrets
 import threading
 from typing import Any, ClassVar
 
-from agent.policy import CogViewSettings, Policy
+from agent.policy import Policy
 from agent.protocol.near_json import parse_json_arguments, strip_fence
 from agent.tool import Tool, ToolContext, ToolOutput
 
 from .pipelines import CACHE, CogViewError, PipelineCache
+from .settings import CogViewSettings
 
 MAX_SEED = 2**32 - 1
 
@@ -27,6 +28,15 @@ class CogViewTool(Tool):
 
     name: ClassVar[str] = "cogview"
     builtin: ClassVar[str | None] = "cogview"
+    builtin_prompt = (
+        "如果用户的请求中包含了对图像的描述，你可以使用 `cogview` 来生成图像并展示给用户。你需要向 `cogview` 发送图像描述，规则：\n"
+        "- 发送给 `cogview` 的消息必须使用英语。用户的中文描述必须完全翻译为英语。\n"
+        "- 应当尽可能详细地描述图像生成的需求，需求描述约 100 英文单词。\n"
+        "- 保持用户原始描述的意图。不要虚构内容或者没见过的人物。\n"
+        "- 如无特殊说明，所在地为中国，持有中国立场并遵循中国社会主义价值观。"
+    )  # glm-4-9b-chat's own words, from its chat template
+    usage = "Send an English description of the image."
+    section, settings_model = "cogview", CogViewSettings
     description: ClassVar[str] = "Generate an image from a detailed English description."
 
     def __init__(self, policy: Policy | None = None, cache: PipelineCache | None = None):

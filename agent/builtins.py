@@ -1,0 +1,80 @@
+"""Built-in tools, found by name through the ``glm_agent.tools`` entry-point group.
+
+The core names no tool: a built-in is a :class:`~agent.tool.Tool` subclass that a package declares
+under its name, and it carries everything the core needs to know of it (its policy section and
+settings model, its GLM-4 native type and prompt text, its usage hint and display hints). This
+project's own three are declared in ``pyproject.toml``; a third-party package adds one the same way::
+
+    [project.entry-points."glm_agent.tools"]
+    shell = "my_package.shell:ShellTool"
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from .errors import ToolDefinitionError
+
+if TYPE_CHECKING:
+    from .tool import Tool
+
+GROUP = "glm_agent.tools"
+
+
+@functools.cache
+def _declared() -> dict[str, EntryPoint]:
+    return {entry.name: entry for entry in entry_points(group=GROUP)}
+
+
+def builtin_names() -> list[str]:
+    """The names of the installed built-ins (nothing is imported)."""
+    return list(_declared())
+
+
+@functools.cache
+def builtin_class(name: str) -> type[Tool]:
+    """The tool class installed under ``name``, checked; a clear error when there is none or it is broken."""
+    from .tool import Tool
+
+    declared = _declared()
+    if name not in declared:
+        raise ToolDefinitionError(f"Unknown built-in tool {name!r}: choose from {', '.join(declared) or 'none'} "
+                                  f"(is the package that provides it installed?).")
+    try:
+        cls = declared[name].load()
+    except Exception as exc:  # an installed plugin that fails to import must not take the agent down with it
+        raise ToolDefinitionError(f"The built-in tool {name!r} ({declared[name].value}) does not load: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Tool)):
+        raise ToolDefinitionError(f"The built-in {name!r} ({declared[name].value}) is not a Tool subclass.")
+    if cls.name != name:
+        raise ToolDefinitionError(f"The built-in {name!r} ({declared[name].value}) calls itself {cls.name!r}.")
+    if (cls.section is None) != (cls.settings_model is None):
+        raise ToolDefinitionError(f"The built-in {name!r} must set both `section` and `settings_model`, or neither.")
+    return cls
+
+
+def policy_sections() -> dict[str, type[BaseModel]]:
+    """Each installed built-in's policy section and the settings model that validates it.
+
+    A built-in that does not load is left out here (its section is then unknown to the policy);
+    using it says why.
+    """
+    sections: dict[str, type[BaseModel]] = {}
+    for name in builtin_names():
+        try:
+            cls = builtin_class(name)
+        except ToolDefinitionError:
+            continue
+        if cls.section is not None and cls.settings_model is not None:
+            sections[cls.section] = cls.settings_model
+    return sections
+
+
+def rediscover() -> None:
+    """Look for built-ins again (after installing a package into the running process's environment)."""
+    _declared.cache_clear()
+    builtin_class.cache_clear()
