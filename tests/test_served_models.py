@@ -452,6 +452,17 @@ async def test_sse_error_event_is_a_model_error():
         await read()
 
 
+
+async def test_timeout_is_the_longest_silence_between_streamed_chunks(fake_server):
+    fake_server.script(["\nFive, said slowly."])
+    fake_server.chunk_delay = 0.25
+    turn = await generate(make(OpenAIChatModel, fake_server, timeout=0.8))
+    assert turn.answer == "Five, said slowly."  # over 0.8 s in all, but never silent for 0.8 s
+    fake_server.script(["\nFive."])
+    fake_server.chunk_delay = 1.0  # the headers come at once, then silence
+    with pytest.raises(ModelConnectionError, match=r"sent nothing for 0.4 s"):
+        await generate(make(OpenAIChatModel, fake_server, timeout=0.4))
+
 @pytest.mark.parametrize("cls", BACKENDS)
 async def test_a_stream_in_another_content_type_is_a_clear_error(fake_server, monkeypatch, cls):
     import fake_glm_server
