@@ -1,12 +1,17 @@
 """Safe fetching against a real HTTP server on loopback, and the SSRF guard with private networks off."""
 
 import ipaddress
+import shutil
+import ssl
+import subprocess
 
+import httpx
 import pytest
 
+from agent.retrying import RetryPolicy
 from tools.browser import fetch as fetch_module
 from tools.browser.errors import BlockedURLError, FetchError, RobotsDisallowedError
-from tools.browser.fetch import Fetcher
+from tools.browser.fetch import AddressGuard, Fetcher, PinnedTransport
 from tools.browser.reader import is_readable, read
 from tools.browser.settings import BrowserSettings
 from tools.browser.testing import LocalSite, Route, make_pdf
@@ -20,7 +25,7 @@ def site():
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch):
-    monkeypatch.setattr(Fetcher, "retry_wait", staticmethod(lambda state: 0.01))
+    monkeypatch.setattr(fetch_module, "BROWSER_RETRIES", RetryPolicy(backoff=0.01, max_backoff=0.01, max_retry_after=0.01))
 
 
 def local(**overrides) -> BrowserSettings:
@@ -246,6 +251,53 @@ async def test_connections_go_to_the_checked_address(site, loopback_counts_as_pu
     finally:
         await fetcher.aclose()
     assert calls == [("rebinding.example", site.port)] * 2 and site.hits["/page"] == 1
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory):
+    """A test CA, and server certificates it signed for pinned.example and for other.example."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    folder = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=glm-agent test CA")
+    for name in ("pinned.example", "other.example"):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        (folder / f"{name}.ext").write_text(  # what strict verification (Python 3.13+) asks of a server certificate
+            f"subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\nauthorityKeyIdentifier=keyid,issuer\n"
+            "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    return folder
+
+
+@pytest.mark.parametrize("served, error", [("pinned.example", None), ("other.example", "Hostname mismatch")])
+async def test_tls_checks_the_host_name_on_the_pinned_connection(certificates, loopback_counts_as_public, served, error):
+    """The socket goes to the checked address, yet TLS sends the URL's name (SNI) and verifies the certificate
+    against it: a server holding a valid certificate for another name is refused."""
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(certificates / f"{served}.pem", certificates / f"{served}.key")
+    names = []
+    server_tls.sni_callback = lambda _socket, name, _context: names.append(name)
+
+    async def resolver(host, port):
+        return ["127.0.0.1"]
+
+    transport = PinnedTransport(AddressGuard(allow_private=False, resolver=resolver),
+                                ssl_context=ssl.create_default_context(cafile=str(certificates / "ca.pem")))
+    with LocalSite(ssl_context=server_tls) as site:
+        site.add("/page", "<p>over TLS</p>")
+        async with httpx.AsyncClient(transport=transport) as client:
+            if error is None:
+                assert (await client.get(f"https://pinned.example:{site.port}/page")).text == "<p>over TLS</p>"
+            else:
+                with pytest.raises(httpx.ConnectError, match=error):
+                    await client.get(f"https://pinned.example:{site.port}/page")
+    assert names == ["pinned.example"]
 
 
 async def test_allow_and_deny_domains(site):

@@ -5,6 +5,7 @@ import datetime as dt
 import httpx
 import pytest
 
+from agent.retrying import RetryPolicy
 from tools.browser.errors import SearchError
 from tools.browser.search import (
     Brave,
@@ -144,6 +145,13 @@ async def test_search_retries_transient_errors(site, client):
     results = await SearXNG(site.origin).search(client, "q")
     assert [r.url for r in results] == ["https://f.example/"] and site.hits["/search"] == 2
 
+
+
+async def test_search_retries_as_many_times_as_it_is_told(site, client):
+    site.add("/search", "busy", status=503)
+    with pytest.raises(SearchError, match=r"answered HTTP 503"):
+        await SearXNG(site.origin).search(client, "q", retrying=RetryPolicy(retries=0))
+    assert site.hits["/search"] == 1  # the browser passes its [browser] retries here
 
 def test_backend_from_settings_explains_what_is_missing():
     with pytest.raises(SearchError, match="searxng_url is not set"):

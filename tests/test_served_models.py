@@ -14,12 +14,13 @@ import pytest
 
 from agent.errors import ModelAuthError, ModelConnectionError, ModelError, ModelNotFoundError
 from agent.messages import Message, ToolCall, ToolSpec
-from agent.models._http import iter_sse, normalize_base_url, retry_after_seconds
+from agent.models._http import iter_sse, normalize_base_url
 from agent.models.completions import CompletionsModel, stop_reason
 from agent.models.openai import OpenAIChatModel, chat_messages
 from agent.policy import ModelSettings
 from agent.protocol import glm4
 from agent.registry import ToolRegistry
+from agent.retrying import retry_after_seconds
 from agent.tool import ToolContext, tool
 from fake_glm_server import Drop, Fail, FakeGLMServer, Reply  # the `fake_server` fixture comes from conftest
 
@@ -428,27 +429,56 @@ def test_retry_after_as_seconds_or_http_date():
     assert retry_after_seconds(httpx.Response(503)) is None
 
 
-async def test_sse_reader_follows_the_event_stream_rules():
-    async def lines():
-        for line in [": keep-alive", "", "data: {\"a\": 1}", "", "event: message", "data: {\"b\":",
-                     "data:  2}", "", "data: [DONE]", "", "data: {\"after\": true}", ""]:
-            yield line
+def event_stream(*lines: str) -> httpx.Response:
+    body = "".join(line + "\n" for line in lines)
+    return httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=body.encode())
 
-    assert [event async for event in iter_sse(lines())] == [{"a": 1}, {"b": 2}]
+
+async def test_sse_reader_follows_the_event_stream_rules():
+    response = event_stream(": keep-alive", "", "data: {\"a\": 1}", "", "event: message", "data: {\"b\":",
+                            "data:  2}", "", "id: 7", "", "data: [DONE]", "", "data: {\"after\": true}", "")
+    assert [event async for event in iter_sse(response)] == [{"a": 1}, {"b": 2}]
 
 
 async def test_sse_error_event_is_a_model_error():
-    async def lines():
-        for line in ["data: {\"error\": {\"message\": \"CUDA out of memory\"}}", ""]:
-            yield line
+    response = event_stream("data: {\"error\": {\"message\": \"CUDA out of memory\"}}", "")
 
     async def read():
         from agent.models._http import _raise_for_inline_error
-        async for event in iter_sse(lines()):
+        async for event in iter_sse(response):
             _raise_for_inline_error(event, "http://x/v1")
 
     with pytest.raises(ModelError, match="CUDA out of memory"):
         await read()
+
+
+
+async def test_timeout_is_the_longest_silence_between_streamed_chunks(fake_server):
+    fake_server.script(["\nFive, said slowly."])
+    fake_server.chunk_delay = 0.25
+    turn = await generate(make(OpenAIChatModel, fake_server, timeout=0.8))
+    assert turn.answer == "Five, said slowly."  # over 0.8 s in all, but never silent for 0.8 s
+    fake_server.script(["\nFive."])
+    fake_server.chunk_delay = 1.0  # the headers come at once, then silence
+    with pytest.raises(ModelConnectionError, match=r"sent nothing for 0.4 s"):
+        await generate(make(OpenAIChatModel, fake_server, timeout=0.4))
+
+@pytest.mark.parametrize("cls", BACKENDS)
+async def test_a_stream_in_another_content_type_is_a_clear_error(fake_server, monkeypatch, cls):
+    import fake_glm_server
+
+    def plain_text(handler, events):
+        data = "".join(f"data: {json.dumps(event)}\n\n" for event in events).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/plain")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    monkeypatch.setattr(fake_glm_server._Handler, "_sse", plain_text)
+    fake_server.script(["\nFive."])
+    with pytest.raises(ModelError, match="answered a streamed request with text/plain, neither an event stream"):
+        await generate(make(cls, fake_server))
 
 
 # The first loop's connection is dropped, not closed (it cannot be from another loop): Python warns at GC.

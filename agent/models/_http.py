@@ -4,36 +4,31 @@ Both :class:`~agent.models.openai.OpenAIChatModel` and :class:`~agent.models.com
 talk to an OpenAI-compatible server (vLLM, SGLang, a hosted API). What they share lives here:
 
 - ``base_url`` handling: ``http://host:8000`` and ``http://host:8000/v1`` mean the same server;
-- retries with exponential backoff on connect errors, 429 and 5xx, honouring ``Retry-After``;
+- retries by the project's one :class:`~agent.retrying.RetryPolicy` (connect errors, 429, 5xx, ``Retry-After``);
 - HTTP failures turned into one-sentence errors (:class:`ModelAuthError`, :class:`ModelNotFoundError`,
   :class:`ModelConnectionError`, :class:`ModelError`) that say what went wrong and how to fix it;
-- a Server-Sent Events reader for ``stream=True`` responses.
+- reading ``stream=True`` answers as Server-Sent Events (httpx-sse), or as one JSON answer when the
+  server does not stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import ipaddress
 import json
 import os
 import re
-import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from httpx_sse import EventSource, SSEError
 
 from ..errors import ModelAuthError, ModelConnectionError, ModelError, ModelNotFoundError
 from ..policy import ModelSettings
+from ..retrying import RETRYABLE_ERRORS, RETRYABLE_STATUSES, RetryPolicy
 from .base import Usage
-
-RETRYABLE_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
-# Transport failures that happen before the server did any work worth keeping: safe to send again.
-RETRYABLE_TRANSPORT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.RemoteProtocolError,
-                       httpx.ReadError, httpx.WriteError)
 
 
 def normalize_base_url(base_url: str) -> str:
@@ -80,16 +75,6 @@ def default_timeout(base_url: str) -> float:
     return LOCAL_TIMEOUT_S if local else REMOTE_TIMEOUT_S
 
 
-class _RetryableStatus(Exception):
-    """A 429/5xx answer: worth another try, after ``retry_after`` seconds when the server said so."""
-
-    def __init__(self, status: int, message: str, retry_after: float | None):
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
-
-
 class ServerClient:
     """An ``httpx.AsyncClient`` for one API root, with retries and clear errors.
 
@@ -104,14 +89,12 @@ class ServerClient:
                  headers: dict[str, str] | None = None):
         if max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, got {max_retries}.")
+        self.retrying = RetryPolicy(retries=max_retries, backoff=backoff, max_backoff=max_backoff,
+                                    max_retry_after=max_retry_after)
         self._url = normalize_base_url(base_url)  # with any user:password in it, for httpx alone
         self.base_url = redact_credentials(self._url)  # what messages, events and transcripts show
         timeout = default_timeout(self._url) if timeout is None else timeout
         self.model = model
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.max_retry_after = max_retry_after
         self.timeout = httpx.Timeout(timeout, connect=min(connect_timeout, timeout))
         api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.headers = {"Accept": "application/json", **(headers or {})}
@@ -164,14 +147,14 @@ class ServerClient:
                 _raise_for_inline_error(answer, self.base_url)
                 yield as_stream_event(answer)
                 return
-            async with contextlib.aclosing(response.aiter_lines()) as lines:
-                async for event in iter_sse(lines):
+            async with contextlib.aclosing(iter_sse(response)) as events:
+                async for event in events:
                     _raise_for_inline_error(event, self.base_url)
                     yield event
-                # Read on to the end of the body after [DONE]: httpx's nested iterators then finish
-                # here instead of being finalized later by the event loop (noisy if it stops first).
-                async for _ in lines:
-                    pass
+        except SSEError:
+            kind = response.headers.get("content-type") or "no content type"
+            raise ModelError(f"The server at {self.base_url} answered a streamed request with {kind}, neither "
+                             "an event stream nor JSON; pass stream=False if its streaming is not OpenAI-compatible.") from None
         except httpx.TimeoutException:
             raise self._timeout_error() from None
         except httpx.TransportError as exc:
@@ -182,50 +165,34 @@ class ServerClient:
             await response.aclose()
 
     async def _send(self, path: str, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
-        attempts = AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception_type((_RetryableStatus, *RETRYABLE_TRANSPORT)),
-            sleep=lambda seconds: self._sleep(seconds),
-            reraise=True,
-        )
+        """The server's successful answer, after the retries the policy allows; any other answer is an error."""
+
+        async def attempt() -> httpx.Response:
+            client = self.client()  # per attempt: the request body is rebuilt and sent again
+            return await client.send(client.build_request("POST", path.lstrip("/"), json=payload), stream=stream)
+
+        attempts = self.retrying.attempts
         try:
-            async for attempt in attempts:
-                with attempt:
-                    return await self._send_once(path, payload, stream=stream)
-        except _RetryableStatus as exc:
+            response = await self.retrying.call(attempt, sleep=lambda seconds: self._sleep(seconds))
+            if response.is_success:
+                return response
+            await response.aread()
+            await response.aclose()
+        except RETRYABLE_ERRORS as exc:
             raise ModelConnectionError(
-                f"The server at {self.base_url} kept answering {exc.status} ({exc.message}) after "
-                f"{self.max_retries + 1} attempts; wait until it is less busy or raise max_retries.") from None
-        except RETRYABLE_TRANSPORT as exc:
-            raise ModelConnectionError(
-                f"Could not reach the model server at {self.base_url} after {self.max_retries + 1} attempts "
+                f"Could not reach the model server at {self.base_url} after {attempts} attempts "
                 f"({_describe(exc)}); check that it is running and that --base-url is right.") from None
         except httpx.TimeoutException:
             raise self._timeout_error() from None
         except httpx.TransportError as exc:
             raise ModelConnectionError(
                 f"Could not talk to the model server at {self.base_url} ({_describe(exc)}); check --base-url.") from None
-        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
-
-    async def _send_once(self, path: str, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
-        client = self.client()
-        request = client.build_request("POST", path.lstrip("/"), json=payload)
-        response = await client.send(request, stream=stream)
-        if response.is_success:
-            return response
-        await response.aread()
-        await response.aclose()
         message = error_message(response)
-        if response.status_code in RETRYABLE_STATUS:
-            raise _RetryableStatus(response.status_code, message, retry_after_seconds(response))
+        if response.status_code in RETRYABLE_STATUSES:
+            raise ModelConnectionError(
+                f"The server at {self.base_url} kept answering {response.status_code} ({message}) after "
+                f"{attempts} attempts; wait until it is less busy or raise max_retries.")
         raise await self._status_error(response, message)
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _RetryableStatus) and exc.retry_after is not None:
-            return min(exc.retry_after, self.max_retry_after)
-        return min(self.backoff * 2 ** (state.attempt_number - 1), self.max_backoff)
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -266,29 +233,24 @@ class ServerClient:
 # Pieces of responses
 
 
-async def iter_sse(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
-    """Read Server-Sent Events: yield each event's JSON ``data``; stop at ``data: [DONE]``.
+async def iter_sse(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """Read a ``text/event-stream`` answer: yield each event's JSON ``data``; stop at ``data: [DONE]``.
 
-    Follows the SSE rules that matter here: ``data:`` lines of one event are joined with newlines,
-    a blank line ends an event, lines starting with ``:`` are comments (keep-alives).
+    httpx-sse applies the event-stream rules (multi-line ``data``, comments as keep-alives, an event ends
+    at a blank line, a cut-off last event is dropped); raises ``httpx_sse.SSEError`` for another content type.
+    Each network read waits at most the client's read timeout, so silence between events is bounded too.
     """
-    data: list[str] = []
-    async for line in lines:
-        if line == "":
-            if data:
-                payload = "\n".join(data)
-                data = []
-                if payload.strip() == "[DONE]":
-                    return
-                yield _sse_json(payload)
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        if field == "data":
-            data.append(value.removeprefix(" "))
-    if data and "\n".join(data).strip() != "[DONE]":  # a stream cut without its final blank line
-        yield _sse_json("\n".join(data))
+    async with contextlib.aclosing(EventSource(response).aiter_sse()) as events:
+        async for event in events:
+            if not event.data:
+                continue  # no data: nothing to dispatch (an id or event name alone)
+            if event.data.strip() == "[DONE]":
+                # Read on to the end of the body: httpx's nested iterators then finish here instead of
+                # being finalized later by the event loop (noisy if it stops first).
+                async for _ in events:
+                    pass
+                return
+            yield _sse_json(event.data)
 
 
 def _sse_json(payload: str) -> dict[str, Any]:
@@ -343,22 +305,6 @@ def _raise_for_inline_error(data: Any, base_url: str) -> None:
         message = error.get("message", error) if isinstance(error, dict) else error
         raise ModelError(f"The server at {base_url} failed while answering ({message}); "
                          "check the server's log, then try again.")
-
-
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    """``Retry-After`` as seconds: either a number or an HTTP date."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _mentions_missing_model(message: str) -> bool:

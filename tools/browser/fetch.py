@@ -9,7 +9,7 @@ What a fetch guarantees (with the policy's defaults):
   itself, so a DNS answer that changes between check and connect (rebinding) cannot slip through;
 - redirects are followed by hand, at most five, and each target is checked again;
 - the body is streamed and cut at ``max_page_bytes``; each attempt has a deadline; transient
-  failures (connection errors, 429, 5xx) are retried with backoff;
+  failures are retried by the project's one policy (:mod:`agent.retrying`), ``[browser] retries`` times;
 - robots.txt is honoured for our product token ``glm-agent``.
 
 ``allow_private_network = true`` lifts the address checks (for intranets and tests), nothing else.
@@ -18,17 +18,21 @@ What a fetch guarantees (with the policy's defaults):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import ipaddress
 import socket
+import ssl
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import anyio
 import httpcore
 import httpx
 import idna
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from agent.retrying import RetryPolicy, is_retryable
 
 from .addresses import blocked_reason, ip_literal
 from .errors import BlockedURLError, FetchError, RobotsDisallowedError
@@ -39,8 +43,10 @@ PRODUCT_TOKEN = "glm-agent"  # what robots.txt groups name
 USER_AGENT = f"Mozilla/5.0 (compatible; {PRODUCT_TOKEN}/0.1; simple_browser)"
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
-TRANSIENT_STATUSES = {429, 500, 502, 503, 504}
 ROBOTS_MAX_BYTES = 500_000  # RFC 9309 asks crawlers to read at least 500 KiB
+# The browser's pacing (its `retries` come from the policy): short waits, since one timeout_s covers a
+# whole page, retries included. Searches use it too.
+BROWSER_RETRIES = RetryPolicy(retries=2, backoff=0.25, max_backoff=2.0, max_retry_after=5.0)
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -130,36 +136,85 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-class _PinnedTransport(httpx.AsyncHTTPTransport):
-    def __init__(self, guard: AddressGuard, limits: httpx.Limits):
-        super().__init__(trust_env=False, limits=limits)
-        # httpx has no public hook for the network backend: rebuild its pool with ours, same settings.
+class PinnedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport whose connections go only to addresses the guard checked.
+
+    httpx's own transport has no public way to take a network backend, so this one hands each request
+    to an ``httpcore.AsyncConnectionPool`` built with :class:`_PinnedBackend`, through the public APIs of
+    both libraries. The pool still sends the URL's host name as SNI and verifies the certificate
+    against it, so TLS checks the name while the socket goes to the checked address.
+    """
+
+    def __init__(self, guard: AddressGuard, limits: httpx.Limits = httpx.Limits(),
+                 ssl_context: ssl.SSLContext | None = None):
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
             network_backend=_PinnedBackend(guard),
         )
 
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        core = httpcore.Request(request.method, httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port,
+                                                             target=url.raw_path),
+                                headers=request.headers.raw, content=request.stream, extensions=request.extensions)
+        with _httpx_errors():
+            answer = await self._pool.handle_async_request(core)
+        assert isinstance(answer.stream, AsyncIterable)
+        return httpx.Response(answer.status, headers=answer.headers, stream=_Body(answer.stream),
+                              extensions=answer.extensions)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+class _Body(httpx.AsyncByteStream):
+    """A response body from httpcore whose errors reach the caller as httpx's."""
+
+    def __init__(self, stream: AsyncIterable[bytes]):
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _httpx_errors():
+            async for chunk in self._stream:
+                yield chunk
+
+    async def aclose(self) -> None:
+        with _httpx_errors():
+            await self._stream.aclose()  # type: ignore[attr-defined]  # httpcore's streams have it
+
+
+# httpcore's errors and the httpx errors callers catch, most specific first.
+_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout), (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout), (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException), (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError), (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError), (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError), (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def _httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except tuple(core for core, _ in _ERRORS) as exc:
+        ours = next(ours for core, ours in _ERRORS if isinstance(exc, core))
+        raise ours(str(exc)) from exc
+
 
 # ---------------------------------------------------------------------------------------------------
 # Fetching
-
-
-class _TransientStatus(Exception):
-    def __init__(self, status: int):
-        self.status = status
 
 
 @dataclass
 class _Redirect:
     location: str
     status: int
-
-
-_RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, httpx.RemoteProtocolError,
-              httpx.PoolTimeout, _TransientStatus)
 
 
 class Fetcher:
@@ -169,15 +224,14 @@ class Fetcher:
     >>> page = await fetcher.fetch("https://example.com/")  # doctest: +SKIP
     """
 
-    retry_wait = wait_exponential(multiplier=0.25, max=2)
-
     def __init__(self, settings: BrowserSettings, *, resolver: Resolver | None = None,
                  user_agent: str = USER_AGENT, max_connections: int = 20):
         self.settings = settings
         self.guard = AddressGuard(settings.allow_private_network, resolver)
+        self.retrying = dataclasses.replace(BROWSER_RETRIES, retries=settings.retries)
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._client = httpx.AsyncClient(
-            transport=_PinnedTransport(self.guard, limits),
+            transport=PinnedTransport(self.guard, limits),
             timeout=httpx.Timeout(settings.timeout_s),
             headers={"User-Agent": user_agent, "Accept": "text/html,application/xhtml+xml,application/pdf,text/plain;q=0.9,*/*;q=0.5"},
             follow_redirects=False,
@@ -248,26 +302,25 @@ class Fetcher:
 
     async def _get(self, url: httpx.URL, accept: Callable[[str], bool] | None, max_bytes: int) -> FetchResult | _Redirect:
         try:
-            async for attempt in AsyncRetrying(retry=retry_if_exception_type(_RETRYABLE), wait=self.retry_wait,
-                                               stop=stop_after_attempt(self.settings.retries + 1), reraise=True):
-                with attempt:
-                    return await self._get_once(url, accept, max_bytes)
-        except _TransientStatus as exc:
-            raise FetchError(f"{url} answered HTTP {exc.status} after {self.settings.retries + 1} attempts.",
-                             status=exc.status) from None
+            result = await self.retrying.call(lambda: self._get_once(url, accept, max_bytes))
         except httpx.TimeoutException:
             raise FetchError(f"{url} did not answer within {self.settings.timeout_s:g} s.") from None
         except httpx.HTTPError as exc:
             raise FetchError(f"Could not fetch {url}: {type(exc).__name__} {exc}".rstrip() + ".") from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        if isinstance(result, httpx.Response):  # still a 429 or 5xx when the tries ran out
+            raise FetchError(f"{url} answered HTTP {result.status_code} after {self.retrying.attempts} attempts.",
+                             status=result.status_code)
+        return result
 
-    async def _get_once(self, url: httpx.URL, accept: Callable[[str], bool] | None, max_bytes: int) -> FetchResult | _Redirect:
+    async def _get_once(self, url: httpx.URL, accept: Callable[[str], bool] | None,
+                        max_bytes: int) -> FetchResult | _Redirect | httpx.Response:
+        """One try: the page, a redirect, or an answer worth retrying (left to the retry policy)."""
         async with self._client.stream("GET", url) as response:
             status = response.status_code
             if status in REDIRECT_STATUSES and "location" in response.headers:
                 return _Redirect(response.headers["location"], status)
-            if status in TRANSIENT_STATUSES:
-                raise _TransientStatus(status)
+            if is_retryable(response):
+                return response
             if status >= 400:
                 raise FetchError(f"{url} answered HTTP {status} {response.reason_phrase}.".replace(" .", "."), status=status)
             media_type, charset = parse_content_type(response.headers.get("content-type", ""))

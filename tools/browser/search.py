@@ -21,9 +21,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 from bs4 import BeautifulSoup, Tag
 from pydantic import BaseModel
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from agent.retrying import RetryPolicy
 
 from .errors import SearchError
+from .fetch import BROWSER_RETRIES
 from .settings import BrowserSettings
 
 API_KEY_ENV: dict[str, tuple[str, ...]] = {
@@ -63,8 +65,8 @@ class SearchBackend:
         self.api_key = api_key
 
     async def search(self, client: httpx.AsyncClient, query: str, *, recency_days: int | None = None,
-                     count: int = 10) -> list[SearchResult]:
-        response = await _send(client, self.build_request(client, query, recency_days, count), self)
+                     count: int = 10, retrying: RetryPolicy = BROWSER_RETRIES) -> list[SearchResult]:
+        response = await _send(client, self.build_request(client, query, recency_days, count), self, retrying)
         results = self.parse(response)
         unique: dict[str, SearchResult] = {}
         for result in results:
@@ -298,25 +300,11 @@ def backend_from_settings(settings: BrowserSettings, environ: Mapping[str, str] 
 # Requests
 
 
-class _Transient(Exception):
-    def __init__(self, response: httpx.Response):
-        self.response = response
-
-
-async def _send(client: httpx.AsyncClient, request: httpx.Request, backend: SearchBackend) -> httpx.Response:
-    """Send with retries on connection errors, 429 and 5xx; turn failures into one clear sentence."""
+async def _send(client: httpx.AsyncClient, request: httpx.Request, backend: SearchBackend,
+                retrying: RetryPolicy) -> httpx.Response:
+    """Send with the browser's retries; turn failures into one clear sentence."""
     try:
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type((httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError,
-                                           httpx.RemoteProtocolError, _Transient)),
-            wait=wait_exponential(multiplier=0.25, max=2), stop=stop_after_attempt(3), reraise=True,
-        ):
-            with attempt:
-                response = await client.send(request)
-                if response.status_code == 429 or response.status_code >= 500:
-                    raise _Transient(response)
-    except _Transient as exc:
-        response = exc.response
+        response = await retrying.call(lambda: client.send(request))
     except httpx.TimeoutException:
         raise SearchError(f"{backend.label} at {backend.endpoint} did not answer in time; try again.") from None
     except httpx.HTTPError as exc:

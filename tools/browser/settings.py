@@ -24,4 +24,4 @@ class BrowserSettings(BaseModel):
     max_results: int = Field(10, ge=1, le=50, description="search results listed")
     search_endpoint: str | None = Field(None, description="another URL for the backend's API (a proxy, a test server)")
     window_chars: int = Field(6000, ge=500, description="characters of a page shown at once; longer pages scroll")
-    retries: int = Field(2, ge=0, le=5, description="retries of a fetch on connection errors, 429 and 5xx")
+    retries: int = Field(2, ge=0, le=5, description="retries of a fetch or search on connection errors, 429 and 5xx")

@@ -14,6 +14,7 @@ requests and ``site.requests`` records them, for assertions. Use it with
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 import zlib
@@ -62,15 +63,21 @@ class Route:
 
 
 class LocalSite:
-    """A threaded HTTP/1.0 server on 127.0.0.1 (a free port) serving :class:`Route` s."""
+    """A threaded HTTP/1.0 server on 127.0.0.1 (a free port) serving :class:`Route` s.
 
-    def __init__(self, host: str = "127.0.0.1"):
+    With ``ssl_context`` (a server context holding a certificate) it speaks HTTPS.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None):
         self.routes: dict[str, Route] = {}
         self.hits: Counter[str] = Counter()
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, 0), self._handler_class())
         self._server.daemon_threads = True
+        if ssl_context is not None:
+            self._server.socket = ssl_context.wrap_socket(self._server.socket, server_side=True)
+        self._scheme = "http" if ssl_context is None else "https"
         self._thread: threading.Thread | None = None
 
     @property
@@ -79,7 +86,7 @@ class LocalSite:
 
     @property
     def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self._scheme}://127.0.0.1:{self.port}"
 
     def url(self, path: str) -> str:
         return self.origin + path

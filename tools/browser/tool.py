@@ -64,7 +64,7 @@ class BrowserSession:
             self._search_client = httpx.AsyncClient(timeout=self.settings.timeout_s, follow_redirects=True,
                                                     headers={"User-Agent": USER_AGENT})
         results = await backend.search(self._search_client, query.strip(), recency_days=recency_days,
-                                       count=self.settings.max_results)
+                                       count=self.settings.max_results, retrying=self.fetcher.retrying)
         allowed = [r for r in results if self.fetcher.domain_allowed(host_of(r.url) or "")]
         hidden = len(results) - len(allowed)
         note = f"({hidden} results from domains the policy does not allow were left out.)" if hidden else ""
