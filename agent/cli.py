@@ -6,7 +6,6 @@ in, a policy or tools module that does not load), 3 budget exhausted with no ans
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import importlib.util
@@ -267,8 +266,7 @@ def list_tools(
         from .registry import ToolRegistry
 
         registry = ToolRegistry(registry_items, policy=loaded_policy)
-        specs = registry.specs()
-        asyncio.run(registry.aclose())  # built-ins start warm resources (kernels) we do not need here
+        specs = registry.specs()  # listing starts nothing: tools start on first use
         if json_output:
             print(json.dumps([spec.model_dump() for spec in specs], indent=2, ensure_ascii=False))
             return
@@ -350,6 +348,7 @@ def _build_agent(model: str | None, base_url: str | None, api_key: str | None, b
     agent = Agent(tools=items, policy=loaded_policy, system_prompt=system_prompt, approve=approve,
                   transcript=transcript, workdir=workdir)
     try:  # the model last: a mistake in the flags above should not wait for weights to load
+        agent.start()  # kernels warm while the model loads
         agent.model = build_model(model, base_url, api_key, backend, **(served or {}))
     except BaseException:
         agent.close()

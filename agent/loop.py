@@ -139,13 +139,27 @@ class Agent:
             self._loop_thread.stop()
             self._loop_thread = None
 
+    async def astart(self) -> None:
+        """Warm what the tools need ahead of the first call (a kernel for ``python``).
+
+        Constructing an agent starts nothing; without this, each tool starts on first use.
+        ``with agent`` / ``async with agent`` call it.
+        """
+        await self.tools.start()
+
+    def start(self) -> None:
+        """Sync twin of :meth:`astart`."""
+        self._sync(self.astart())
+
     def __enter__(self) -> "Agent":
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     async def __aenter__(self) -> "Agent":
+        await self.astart()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -177,6 +191,8 @@ class ChatSession:
         self._uploads: list[str] = []
         self._uploaded: list[str] = []
         self._resources = AsyncExitStack()
+        # One turn at a time: a second turn started meanwhile waits for the first (histories never mix).
+        self._turn = asyncio.Lock()
         self._context = ToolContext(run_id=self.id, artifacts_dir=agent.runs_dir / self.id, policy=agent.policy,
                                     resources=self._resources, workdir=agent.workdir)
 
@@ -205,12 +221,19 @@ class ChatSession:
         return self.agent._sync(self.aupload(*paths))
 
     async def arun(self, task: str, files: Iterable[PathLike] = ()) -> RunResult:
-        await self.aupload(*files)
-        # Nobody reads the events of a plain run except a transcript: without one, none are built.
-        return await self._run(task, self._record if self.agent.transcript else None)
+        """Run one user turn. Turns of one session run one at a time: a second waits for the first."""
+        async with self._turn:
+            await self.aupload(*files)
+            # Nobody reads the events of a plain run except a transcript: without one, none are built.
+            return await self._run(task, self._record if self.agent.transcript else None)
 
     async def astream(self, task: str, files: Iterable[PathLike] = ()) -> AsyncIterator[Event]:
-        """Run one user turn, yielding its events; the last one is ``RunFinished``."""
+        """Run one user turn, yielding its events; the last one is ``RunFinished``. One turn at a time."""
+        async with self._turn:
+            async for event in self._astream(task, files):
+                yield event
+
+    async def _astream(self, task: str, files: Iterable[PathLike]) -> AsyncIterator[Event]:
         await self.aupload(*files)
         events: asyncio.Queue[Event | None] = asyncio.Queue()
         loop = asyncio.get_running_loop()

@@ -124,6 +124,10 @@ class ToolRegistry:
         closer.start()
         closer.join()
 
+    async def start(self) -> None:
+        for tool in self._tools.values():
+            await tool.start()
+
     async def aclose(self) -> None:
         for tool in self._tools.values():
             await tool.aclose()

@@ -251,6 +251,10 @@ class Tool:
         """
         return None
 
+    async def start(self) -> None:
+        """Get ready ahead of the first call (warm a kernel, say). :meth:`Agent.start` calls it; the
+        constructor must start nothing, so that making a tool costs nothing until it is used."""
+
     async def aclose(self) -> None:
         """Release what the tool holds for the whole process (kernels, pipelines)."""
 

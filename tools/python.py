@@ -72,15 +72,19 @@ class PythonTool(Tool):
     def __init__(self, policy: Policy | None = None):
         self.policy = policy or Policy()
         self.settings = self.policy.sandbox
-        # Kernels start warming now, so that the first call does not wait for one; closing the tool
-        # right away (a command that never runs code) kills the kernel being started, at once.
-        self._pool: KernelPool | None = KernelPool(self.settings)
+        self._pool: KernelPool | None = None  # warm kernels, from start() or the first call
 
     def parse_body(self, body: str) -> dict[str, str]:
         code = strip_fence(body)
         if not code.strip():
             raise ValueError("there is no code: send the Python code itself, optionally in a ```python fence")
         return {"code": code}
+
+    async def start(self) -> None:
+        """Start warming kernels now, so that the first call does not wait for one (closing the tool
+        right away kills a kernel still starting, at once)."""
+        if self._pool is None:
+            self._pool = KernelPool(self.settings)
 
     async def forward(self, code: str, context: ToolContext) -> ToolOutput:
         """Run code as the next cell of this session's notebook.
