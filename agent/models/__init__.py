@@ -8,7 +8,7 @@
 from importlib import import_module
 from typing import Any
 
-from .base import ChatModel, Completion, GLM4Model, ModelTurn, Usage
+from .base import ChatModel, Completion, GLM4Model, ModelTurn, RawPromptModel, Usage
 from .scripted import ScriptedModel
 
 _LAZY = {
@@ -17,7 +17,7 @@ _LAZY = {
     "CompletionsModel": ".completions",
 }
 
-__all__ = ["ChatModel", "GLM4Model", "ModelTurn", "Completion", "Usage", "ScriptedModel", *_LAZY]
+__all__ = ["ChatModel", "RawPromptModel", "GLM4Model", "ModelTurn", "Completion", "Usage", "ScriptedModel", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

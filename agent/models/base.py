@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field
 
 from ..messages import Message, ToolCall, ToolSpec
 from ..policy import ModelSettings
-from ..protocol import glm4
+from ..protocol.format import ChatFormat
+from ..protocol.glm4 import GLM4
 
 TokenCallback = Callable[[str], None]
 StopReason = Literal["observation", "user", "eos", "length", "tool_calls"]
@@ -66,22 +67,28 @@ class Completion(BaseModel):
     usage: Usage = Field(default_factory=Usage)
 
 
-class GLM4Model(ChatModel):
-    """A backend that speaks raw GLM-4: renders the prompt here and parses the completion here."""
+class RawPromptModel(ChatModel):
+    """A backend that continues raw text: the prompt is rendered and the completion read here, by its
+    :class:`~agent.protocol.format.ChatFormat` (GLM-4's unless given another)."""
+
+    chat_format: ChatFormat = GLM4
 
     @abc.abstractmethod
     async def complete(self, prompt: str, settings: ModelSettings, on_token: TokenCallback | None = None,
                        *, tools: list[ToolSpec] | None = None) -> Completion:
-        """Continue the rendered prompt until a GLM-4 stop token (``tools``: for constrained decoding)."""
+        """Continue the rendered prompt until one of the format's stop tokens (``tools``: for constrained decoding)."""
 
     async def generate(self, messages: list[Message], tools: list[ToolSpec], settings: ModelSettings,
                        on_token: TokenCallback | None = None) -> ModelTurn:
-        prompt = glm4.render_prompt(messages, tools)
+        prompt = self.chat_format.render(messages, tools)
         completion = await self.complete(prompt, settings, on_token, tools=tools)
-        return turn_from_completion(completion, tools)
+        return turn_from_completion(completion, tools, self.chat_format)
 
 
-def turn_from_completion(completion: Completion, tools: list[ToolSpec]) -> ModelTurn:
-    parsed = glm4.parse_completion(completion.text, [t.name for t in tools], completion.stop_reason)
+GLM4Model = RawPromptModel  # its name before there was a second format
+
+
+def turn_from_completion(completion: Completion, tools: list[ToolSpec], chat_format: ChatFormat = GLM4) -> ModelTurn:
+    parsed = chat_format.parse(completion.text, [t.name for t in tools], completion.stop_reason)
     return ModelTurn(content=parsed.content, tool_calls=parsed.tool_calls, raw=completion.text,
                      stop_reason=completion.stop_reason, usage=completion.usage)

@@ -16,36 +16,35 @@ from __future__ import annotations
 from typing import Any
 
 from ..policy import ModelSettings
-from ..protocol import glm4
+from ..protocol.format import ChatFormat
+from ..protocol.glm4 import GLM4
 from ._http import ServedModel, usage_from
 from ..messages import ToolSpec
-from .base import Completion, GLM4Model, StopReason, TokenCallback
+from .base import Completion, RawPromptModel, StopReason, TokenCallback
 
-# What the server may report as the matched stop: the token id (vLLM with stop_token_ids), the
-# string (vLLM with stop strings, SGLang's matched_stop), or nothing for the model's own EOS.
-_STOPS: dict[int | str, StopReason] = {
-    **glm4.STOP_REASONS, **dict(zip(glm4.STOP_TOKEN_IDS, (glm4.STOP_REASONS[t] for t in glm4.STOP_TOKENS)))}
-
-
-class CompletionsModel(ServedModel, GLM4Model):
+class CompletionsModel(ServedModel, RawPromptModel):
     """GLM-4 served by an OpenAI-compatible completions API; the prompt is rendered here.
 
     Takes the arguments of :class:`~agent.models._http.ServedModel`: ``base_url``, ``model``,
     ``api_key``, ``stream``, ``timeout``, ``max_retries``, ``backoff``, ``extra_body``…
     Requests carry ``stop_token_ids`` (vLLM) and the same stops as strings (servers that ignore ids),
     ``skip_special_tokens: false`` so the stop strings can match, and ``add_special_tokens: false``
-    since the prompt already starts with ``[gMASK]<sop>``.
+    since the prompt already starts with ``[gMASK]<sop>``. ``chat_format`` is GLM-4's unless given.
     """
+
+    def __init__(self, *args: Any, chat_format: ChatFormat = GLM4, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.chat_format = chat_format
 
     async def complete(self, prompt: str, settings: ModelSettings, on_token: TokenCallback | None = None,
                        *, tools: list[ToolSpec] | None = None) -> Completion:
         body = self.request_body(
-            settings, prompt=prompt, stop_token_ids=list(glm4.STOP_TOKEN_IDS), stop=list(glm4.STOP_TOKENS),
+            settings, prompt=prompt, stop_token_ids=list(self.chat_format.stop_token_ids), stop=list(self.chat_format.stop_tokens),
             skip_special_tokens=False, add_special_tokens=False)
         if not self.stream:
             data = await self._http.post("completions", body)
             choice = _first_choice(data)
-            return Completion(text=choice.get("text") or "", stop_reason=stop_reason(choice),
+            return Completion(text=choice.get("text") or "", stop_reason=stop_reason(choice, self.chat_format),
                               usage=usage_from(data.get("usage")))
         pieces: list[str] = []
         last: dict[str, Any] = {}
@@ -60,26 +59,30 @@ class CompletionsModel(ServedModel, GLM4Model):
                 if choice.get("finish_reason"):
                     last = choice
         text = "".join(pieces)
-        return Completion(text=text, stop_reason=stop_reason({**last, "text": text}) if last else None,
+        return Completion(text=text, stop_reason=stop_reason({**last, "text": text}, self.chat_format) if last else None,
                           usage=usage_from(usage))
 
 
-def stop_reason(choice: dict[str, Any]) -> StopReason | None:
+def stop_reason(choice: dict[str, Any], chat_format: ChatFormat = GLM4) -> StopReason | None:
     """Why generation ended, from an OpenAI completion choice and vLLM's ``stop_reason``.
 
-    ``length`` when the token budget ran out; otherwise the matched GLM-4 stop (``observation``
-    means a tool call); a plain ``stop`` with no match reported is the model's end of text.
+    ``length`` when the token budget ran out; otherwise the matched stop (``observation`` means a tool
+    call): the server reports the token id (vLLM with stop_token_ids), the string (vLLM with stop
+    strings, SGLang's matched_stop) or keeps it in the text; a plain ``stop`` with no match reported
+    is the model's end of text.
     """
     finish = choice.get("finish_reason")
     if finish == "length":
         return "length"
+    reasons: dict[Any, str] = {**chat_format.stop_reasons,
+                               **dict(zip(chat_format.stop_token_ids, chat_format.stop_reasons.values()))}
     matched = choice.get("stop_reason", choice.get("matched_stop"))
-    if isinstance(matched, (int, str)) and matched in _STOPS:
-        return _STOPS[matched]
+    if isinstance(matched, (int, str)) and matched in reasons:
+        return reasons[matched]  # type: ignore[return-value]
     text = choice.get("text") or ""
-    for token in glm4.STOP_TOKENS:  # servers that keep the stop string in the output
+    for token, reason in chat_format.stop_reasons.items():  # servers that keep the stop string in the output
         if text.endswith(token):
-            return _STOPS[token]
+            return reason  # type: ignore[return-value]
     return "eos" if finish == "stop" else None
 
 

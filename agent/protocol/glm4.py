@@ -16,10 +16,11 @@ import json
 import re
 import uuid
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..messages import Message, ToolCall, ToolSpec
+from .format import ChatFormat, ParsedTurn
 from .near_json import closing_bracket, fence_end
 
 BOS = "[gMASK]<sop>"
@@ -102,18 +103,6 @@ def _tool_text(spec: ToolSpec) -> str:
 
 # ---------------------------------------------------------------------------------------------------
 # Reading completions
-
-
-@dataclass
-class ParsedTurn:
-    """A completion split into text (a thought before calls, or the answer) and calls."""
-
-    content: str = ""
-    tool_calls: list[ToolCall] = field(default_factory=list)
-
-    @property
-    def answer(self) -> str | None:
-        return None if self.tool_calls else self.content.strip()
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][\w\-.]{0,63}")
@@ -277,3 +266,26 @@ _CALL_PREFIX = uuid.uuid4().hex[:6]  # ids stay unique across processes whose tr
 
 def new_call_id() -> str:
     return f"call_{_CALL_PREFIX}{next(_CALL_IDS)}"
+
+
+class GLM4Format(ChatFormat):
+    """glm-4-9b-chat's format (GLM-4-0414 shares it): :func:`render_prompt` and :func:`parse_completion`."""
+
+    name = "glm4"
+    stop_reasons = STOP_REASONS
+    stop_token_ids = tuple(STOP_TOKEN_IDS)
+    turn_start = "<|assistant|>"
+
+    def render(self, messages: list[Message], tools: list[ToolSpec] | None = None,
+               add_generation_prompt: bool = True) -> str:
+        return render_prompt(messages, tools, add_generation_prompt)
+
+    def parse(self, text: str, tool_names: Iterable[str], stop_reason: str | None = None) -> ParsedTurn:
+        return parse_completion(text, tool_names, stop_reason)
+
+    def call_body_start(self, segment: str) -> tuple[str, int] | None:
+        name, newline, _ = segment.partition("\n")  # "name\n{body}"; an answer starts with "\n"
+        return (name.strip(), len(name) + 1) if newline and name.strip() else None
+
+
+GLM4 = GLM4Format()
