@@ -374,7 +374,7 @@ def build_model(model: str | None, base_url: str | None, api_key: str | None,
         if not model:
             raise UsageError("--model is required with --base-url: give the name the server serves the model under.")
         backend_class = models.CompletionsModel if backend == Backend.completions else models.OpenAIChatModel
-        return backend_class(base_url, model, api_key=api_key, **served)  # type: ignore[arg-type]
+        return backend_class(base_url, model, api_key=api_key, **served)
     if backend is not None or served:
         flags = "--backend" if backend is not None else "--timeout, --max-retries and --no-stream"
         verb = "applies" if backend is not None else "apply"

@@ -21,14 +21,14 @@ import time
 import uuid
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Generator, Iterable
 
 from .documents import describe_files
 from .errors import AgentError, PolicyError
 from .events import (Event, FinalAnswer, ModelTurnEvent, Notice, RunError, RunFinished, RunResult, RunStarted, Step,
                      StepStarted, Timings, Token, ToolCallEvent, ToolProgress, ToolResult, ToolStream)
 from .files import collect_files
-from .messages import Artifact, Citation, Message, Observation, ToolCall
+from .messages import Artifact, Citation, Message, Observation, ObservationPart, ToolCall
 from .models.base import ChatModel, ModelTurn
 from .builtins import builtin_names
 from .policy import Policy, load_policy
@@ -123,7 +123,7 @@ class Agent:
     def run(self, task: str, files: Iterable[PathLike] = ()) -> RunResult:
         return self._sync(self.arun(task, files=files))
 
-    def stream(self, task: str, files: Iterable[PathLike] = ()) -> Iterator[Event]:
+    def stream(self, task: str, files: Iterable[PathLike] = ()) -> Generator[Event, None, None]:
         return self._sync_iter(self.astream(task, files=files))
 
     async def aclose(self) -> None:
@@ -171,7 +171,7 @@ class Agent:
             self._loop_thread = _LoopThread()
         return self._loop_thread.run(coro)
 
-    def _sync_iter(self, agen: AsyncIterator[Event]) -> Iterator[Event]:
+    def _sync_iter(self, agen: AsyncIterator[Event]) -> Generator[Event, None, None]:
         if self._loop_thread is None:
             self._loop_thread = _LoopThread()
         return self._loop_thread.iterate(agen)
@@ -269,7 +269,7 @@ class ChatSession:
     def run(self, task: str, files: Iterable[PathLike] = ()) -> RunResult:
         return self.agent._sync(self.arun(task, files=files))
 
-    def stream(self, task: str, files: Iterable[PathLike] = ()) -> Iterator[Event]:
+    def stream(self, task: str, files: Iterable[PathLike] = ()) -> Generator[Event, None, None]:
         return self.agent._sync_iter(self.astream(task, files=files))
 
     async def aclose(self) -> None:
@@ -517,7 +517,7 @@ async def _before(deadline: float, awaitable: Awaitable[Any]) -> Any:
 
 def observation_messages(observation: Observation) -> list[Message]:
     """The conversation messages of one observation: one GLM-4 observation turn per part."""
-    parts = observation.parts or [observation]
+    parts: list[Observation] | list[ObservationPart] = observation.parts or [observation]
     return [Message(role="observation", content=part.content, metadata=part.metadata,
                     tool_call_id=observation.call_id, name=observation.tool) for part in parts]
 
@@ -585,7 +585,7 @@ class _LoopThread:
             self._cancel(future, finished)
             raise
 
-    def iterate(self, agen: AsyncIterator[Event]) -> Iterator[Event]:
+    def iterate(self, agen: AsyncIterator[Event]) -> Generator[Event, None, None]:
         items: queue.Queue[tuple[str, Any]] = queue.Queue()
 
         async def pump() -> None:

@@ -36,7 +36,8 @@ def load_builtin(name: str, policy: Policy) -> Tool:
     if name not in policy.tools.enabled:
         raise ToolDefinitionError(
             f"The policy {policy.name!r} does not enable the {name!r} tool: add it to [tools] enabled.")
-    return cls(policy=policy)
+    make: Callable[..., Tool] = cls  # built-ins are made with the policy (Tool's own constructor takes none)
+    return make(policy=policy)
 
 
 class ToolRegistry:

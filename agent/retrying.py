@@ -91,7 +91,7 @@ class RetryPolicy:
             stop=stop_after_attempt(self.attempts), wait=self.wait, sleep=sleep,
             retry=retry_if_exception_type(RETRYABLE_ERRORS) | retry_if_result(is_retryable),
             before_sleep=_close_answer,
-            retry_error_callback=lambda state: state.outcome.result(),  # the last answer, or its error raised
+            retry_error_callback=_last_outcome,
         )
         return await retrying(run)
 
@@ -116,3 +116,9 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _last_outcome(state: RetryCallState) -> Any:
+    """When retries are used up: the last answer, or its error raised."""
+    assert state.outcome is not None  # tenacity calls this only after an attempt
+    return state.outcome.result()

@@ -122,10 +122,10 @@ def seccomp_program(deny_network: bool) -> bytes:
     if arch not in _SYSCALLS:
         raise OSError(f"seccomp filter not available on {arch}")
     nr = _SYSCALLS[arch]
-    code: list[tuple[int, object, object, int]] = []
+    code: list[tuple[int, int | str, int | str, int]] = []  # jumps: an offset, or a label resolved below
     labels: dict[str, int] = {}
 
-    def op(kind: int, k: int, jt: object = 0, jf: object = 0) -> None:
+    def op(kind: int, k: int, jt: int | str = 0, jf: int | str = 0) -> None:
         code.append((kind, jt, jf, k))
 
     op(_LD_ABS, 4)  # seccomp_data.arch

@@ -22,7 +22,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from queue import Empty
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import zmq
 from jupyter_client.blocking.client import BlockingKernelClient
@@ -178,7 +178,7 @@ class Kernel:
         self._reaped = False
         self._pidfd = _pidfd_open(self._proc.pid)
         client = BlockingKernelClient(context=_context())
-        client.load_connection_info({**info, "ip": plan.client_ip})
+        client.load_connection_info(cast(Any, {**info, "ip": plan.client_ip}))
         client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
         self._client = client
 

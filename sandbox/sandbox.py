@@ -36,7 +36,8 @@ class Sandbox:
         if pool is not None and workdir is None:
             self._kernel = pool.claim()
         else:
-            self._kernel = Kernel(self.settings, resolve_isolation(self.settings.isolation, self.settings.python), workdir)
+            self._kernel = Kernel(self.settings, resolve_isolation(self.settings.isolation, self.settings.python),
+                                  Path(workdir) if workdir is not None else None)
             try:
                 self._kernel.start()
             except BaseException:

@@ -272,8 +272,9 @@ def test_an_api_key_on_the_command_line_is_hidden_from_the_process_list(fake_ser
                   stdin=subprocess.PIPE)
     try:
         cmdline = Path(f"/proc/{proc.pid}/cmdline")
-        _wait_for(lambda: secret.encode() not in cmdline.read_bytes())
-        assert b"--api-key" in cmdline.read_bytes() and b"*" * len(secret) in cmdline.read_bytes()
+        # Until the child has exec'd, its cmdline reads empty: wait for ours, then for the key to go.
+        _wait_for(lambda: b"--api-key" in cmdline.read_bytes() and secret.encode() not in cmdline.read_bytes())
+        assert b"*" * len(secret) in cmdline.read_bytes()
         fake_server.script(["\nhello"])
         stdout, stderr = proc.communicate("hi\n/exit\n", timeout=60)
     finally:

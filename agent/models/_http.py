@@ -19,7 +19,7 @@ import ipaddress
 import json
 import os
 import re
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -233,7 +233,7 @@ class ServerClient:
 # Pieces of responses
 
 
-async def iter_sse(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+async def iter_sse(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
     """Read a ``text/event-stream`` answer: yield each event's JSON ``data``; stop at ``data: [DONE]``.
 
     httpx-sse applies the event-stream rules (multi-line ``data``, comments as keep-alives, an event ends

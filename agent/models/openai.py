@@ -164,12 +164,13 @@ def tool_call(entry: dict[str, Any]) -> ToolCall:
     """
     function = entry.get("function") or {}
     raw = function.get("arguments")
+    arguments: dict[str, Any] | None
     if isinstance(raw, dict):  # some servers send an object, not a JSON string
         body, arguments = json.dumps(raw, ensure_ascii=False), raw
     else:
         body = raw or ""
         try:
-            parsed = json.loads(body)
+            parsed: Any = json.loads(body)
         except (json.JSONDecodeError, RecursionError):  # the registry says what is wrong with it
             parsed = None
         arguments = parsed if isinstance(parsed, dict) else None

@@ -38,7 +38,7 @@ SYSTEM_INTRO = (
 
 def tool_entries(tools: Iterable[ToolSpec]) -> list[dict[str, Any]]:
     """Tools as the template expects them in the system message."""
-    entries = []
+    entries: list[dict[str, Any]] = []
     for spec in tools:
         if spec.builtin:
             entries.append({"type": spec.builtin})

@@ -195,7 +195,7 @@ def _hidden(tag: Tag) -> bool:
 def _unlikely(tag: Tag) -> bool:
     if tag.name in _KEEP_ALWAYS or tag.name == "a":
         return False
-    names = " ".join([*tag.get("class", []), str(tag.get("id", ""))])
+    names = " ".join([*(tag.get("class") or []), str(tag.get("id", ""))])
     return (
         bool(names.strip())
         and bool(_UNLIKELY.search(names))
@@ -206,7 +206,8 @@ def _unlikely(tag: Tag) -> bool:
 
 def _content_root(soup: BeautifulSoup) -> Tag:
     body = soup.body or soup
-    for found in (soup.find_all("main") + soup.find_all(attrs={"role": "main"}), soup.find_all("article")):
+    mains = soup.find_all("main") + soup.find_all(attrs={"role": "main"})  # type: ignore[call-overload]  # bs4 stubs
+    for found in (mains, soup.find_all("article")):
         if len(found) == 1 and len(found[0].get_text(" ", strip=True)) >= 200:
             return found[0]
     return body
@@ -263,7 +264,7 @@ class _Converter(MarkdownConverter):
         self.links: list[str] = []
         self._index: dict[str, int] = {}
 
-    def convert_a(self, el, text, parent_tags):  # type: ignore[override]
+    def convert_a(self, el, text, parent_tags):
         text = clean_inline(text)
         href = str(el.get("href") or "").strip()
         if not text or not href or href.startswith(("#", "javascript:", "mailto:", "tel:", "data:")):
@@ -277,7 +278,7 @@ class _Converter(MarkdownConverter):
             self.links.append(target)
         return f"{LINK_START}{index}{LINK_MID}{text}{LINK_END}"
 
-    def convert_img(self, el, text, parent_tags):  # type: ignore[override]
+    def convert_img(self, el, text, parent_tags):
         alt = clean_inline(str(el.get("alt") or ""))
         return f"[Image: {alt}]" if alt else ""
 

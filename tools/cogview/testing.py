@@ -153,4 +153,4 @@ def random_cogview4(device: str = "cuda", dtype: Any = None, text_layers: int = 
             transformer=CogView4Transformer2DModel(**{**COGVIEW4_6B_TRANSFORMER, **transformer}),
             vae=AutoencoderKL(**COGVIEW4_VAE),
             text_encoder=tiny_glm_encoder(tokenizer, hidden_size=4096, layers=text_layers))
-    return pipe.to(device, dtype or torch.bfloat16)
+    return pipe.to(device, dtype or torch.bfloat16)  # type: ignore[attr-defined]  # diffusers' own typing
