@@ -12,7 +12,10 @@ project's own three are declared in ``pyproject.toml``; a third-party package ad
 from __future__ import annotations
 
 import functools
+import importlib.util
+import sys
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
@@ -47,6 +50,11 @@ def builtin_class(name: str) -> type[Tool]:
     try:
         cls = declared[name].load()
     except Exception as exc:  # an installed plugin that fails to import must not take the agent down with it
+        shadow = _shadowing_file(exc, declared[name].module) if isinstance(exc, ImportError) else None
+        if shadow:
+            raise ToolDefinitionError(
+                f"{shadow} hides a package the built-in {name!r} needs ({declared[name].value}): Python finds "
+                f"it first on the import path. Rename it, or run from another folder.") from None
         raise ToolDefinitionError(f"The built-in tool {name!r} ({declared[name].value}) does not load: {exc}") from None
     if not (isinstance(cls, type) and issubclass(cls, Tool)):
         raise ToolDefinitionError(f"The built-in {name!r} ({declared[name].value}) is not a Tool subclass.")
@@ -55,6 +63,27 @@ def builtin_class(name: str) -> type[Tool]:
     if (cls.section is None) != (cls.settings_model is None):
         raise ToolDefinitionError(f"The built-in {name!r} must set both `section` and `settings_model`, or neither.")
     return cls
+
+
+def _shadowing_file(exc: ImportError, module: str) -> str | None:
+    """A file or folder of the user's (``tools.py``, ``sandbox/`` next to their script) that Python found
+    instead of a package the built-in needs, when that is why importing it failed."""
+    candidates = [exc.path] if exc.path else []  # "cannot import name 'X' from 'sandbox' (.../sandbox/__init__.py)"
+    for name in {exc.name, module} - {None}:  # "No module named 'tools.python'": what stands at 'tools'?
+        try:
+            spec = importlib.util.find_spec(str(name).partition(".")[0])
+        except (ImportError, ValueError):
+            continue
+        if spec is not None:
+            candidates.append(spec.origin if spec.origin not in (None, "namespace")
+                              else next(iter(spec.submodule_search_locations or []), None))
+    here = {Path.cwd().resolve(), Path(sys.path[0] or ".").resolve()}
+    for candidate in filter(None, candidates):
+        path = Path(candidate).resolve()
+        found = path.parent if path.name == "__init__.py" else path
+        if found.parent in here:
+            return str(found)
+    return None
 
 
 def policy_sections() -> dict[str, type[BaseModel]]:

@@ -25,7 +25,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from .builtins import builtin_names, policy_sections
+from .builtins import builtin_class, builtin_names, policy_sections
 from .errors import PolicyError
 
 POLICY_DIR = Path(__file__).parent / "policies"
@@ -104,6 +104,8 @@ class Policy(BaseModel):
         sections = policy_sections()
         unknown = [key for key in data if key not in cls.model_fields and key not in sections]
         if unknown:
+            for name in builtin_names():
+                builtin_class(name)  # a built-in that does not load says why (its section would look unknown)
             raise PolicyError(f"unknown key {unknown[0]!r}: no such section (sections: "
                               f"{', '.join([*[k for k in cls.model_fields if k != 'name'], *sections])}).")
         data = dict(data)

@@ -130,3 +130,13 @@ def test_the_sandbox_stands_alone():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
+
+@pytest.mark.parametrize("shadow", ["tools.py", "sandbox/__init__.py"])
+def test_a_users_file_that_hides_a_package_is_named(tmp_path, shadow):
+    (tmp_path / shadow).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / shadow).write_text("x = 1\n")
+    script = "from agent import Agent\nAgent(tools=['python'])\n"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    last = done.stderr.strip().splitlines()[-1]
+    assert "ToolDefinitionError" in last and str(tmp_path / shadow.split("/")[0]) in last and "Rename it" in last
+
