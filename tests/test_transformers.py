@@ -18,7 +18,7 @@ from tiny_glm import (
     training_examples,
 )
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast
 
 from agent.errors import ModelError, ModelNotFoundError
 from agent.messages import Message, ToolCall
@@ -150,6 +150,20 @@ async def test_sampling_follows_the_policy_settings(tiny_glm_dir):
     greedy = (await model.complete(prompt, ModelSettings(max_new_tokens=16))).text
     assert runs[0] == runs[1]  # same seed, same draw
     assert len({runs[0], runs[2], greedy}) > 1  # sampling is not greedy decoding
+
+
+async def test_the_policy_decides_sampling_not_the_checkpoint(tmp_path):
+    """GLM-4-9B's generation_config.json samples (temperature 0.8, top_p 0.8); the policy's temperature 0 is greedy."""
+    directory = build_tiny_glm(tmp_path / "glm")
+    prompt = glm4.render_prompt([Message(role="user", content="hi")])
+    greedy = (await TransformersModel(directory, reuse_cache=False).complete(prompt, ModelSettings(max_new_tokens=16)))
+    config = GenerationConfig.from_pretrained(directory)
+    config.update(do_sample=True, temperature=0.8, top_p=0.8, top_k=5)
+    config.save_pretrained(directory)
+    model = TransformersModel(directory, reuse_cache=False)
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        assert (await model.complete(prompt, ModelSettings(max_new_tokens=16))).text == greedy.text
 
 
 # --- KV-cache reuse -------------------------------------------------------------------------------

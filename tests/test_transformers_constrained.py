@@ -1,4 +1,4 @@
-"""Constrained tool calls: the JSON-schema prefix checker and the LogitsProcessor on tiny GLMs."""
+"""Constrained tool calls: what the LogitsProcessor lets a model write, and the processor on tiny GLMs."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import json
 from typing import Annotated, Literal
 
 import pytest
+import torch
 from pydantic import BaseModel, Field
-from tiny_glm import ADD_TRAJECTORIES, add, build_tiny_glm, trained_tiny_glm, training_examples
+from tiny_glm import ADD_TRAJECTORIES, add, build_tiny_glm, build_tokenizer, trained_tiny_glm, training_examples
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 
 from agent.messages import Message, ToolSpec
-from agent.models.constrained import JsonSchemaPrefix, ToolCallConstraint
+from agent.models.constrained import ToolCallConstraint
 from agent.models.transformers import TransformersModel
 from agent.policy import ModelSettings
 from agent.protocol import glm4
@@ -81,20 +82,39 @@ def trained_dir(tmp_path_factory):
     ('{"place": {"city": "A"}, "days": 1, "unit": "c", "tags": [], ', "invalid"),  # no key left after ','
 ])
 def test_schema_prefix(text, status):
-    assert JsonSchemaPrefix(weather.spec.parameters)(text) == status
+    assert writable(weather.spec.parameters, text) == status
 
 
 def test_enum_const_and_free_schemas():
-    assert JsonSchemaPrefix({"enum": ["red", "green"]})('"gr') == "partial"
-    assert JsonSchemaPrefix({"enum": ["red", "green"]})('"blue"') == "invalid"
-    assert JsonSchemaPrefix({"const": 3})("3") == "complete"
-    free = JsonSchemaPrefix({"type": "object", "additionalProperties": True})
-    assert free('{"anything": [1, {"x": null}], "b": true}') == "complete"
-    assert JsonSchemaPrefix({})('[1, "two", {"three": 3.0e1}]') == "complete"
+    assert writable({"enum": ["red", "green"]}, '"gr') == "partial"
+    assert writable({"enum": ["red", "green"]}, '"blue"') == "invalid"
+    assert writable({"const": 3}, "3") == "complete"
+    free = {"type": "object", "additionalProperties": True}
+    assert writable(free, '{"anything": [1, {"x": null}], "b": true}') == "complete"
+    assert writable({}, '[1, "two", {"three": 3.0e1}]') == "complete"
     # JSON Schema's default: keys a schema does not declare are allowed unless it says otherwise
     declared = {"type": "object", "properties": {"a": {"type": "integer"}}}
-    assert JsonSchemaPrefix(declared)('{"a": 1, "note": "x"}') == "complete"
-    assert JsonSchemaPrefix({**declared, "additionalProperties": False})('{"a": 1, "note": "x"}') == "invalid"
+    assert writable(declared, '{"a": 1, "note": "x"}') == "complete"
+    assert writable({**declared, "additionalProperties": False}, '{"a": 1, "note": "x"}') == "invalid"
+    assert writable({"type": "object", "properties": {"x": {"type": "number"}}}, '{"x": -1.5e3}') == "complete"
+    # keywords the grammar does not enforce are ignored, not a reason to refuse the schema
+    assert writable({"type": "string", "format": "no-such-format"}, '"anything"') == "complete"
+
+
+def writable(schema: dict, text: str) -> str:
+    """What the constraint makes of ``text`` as the body of a call to a tool with ``schema``: ``"partial"``
+    (the call may only go on), ``"complete"`` (it may end) or ``"invalid"`` (it must end now: nothing but
+    ``<|observation|>`` is left, so the call parser reports the body to the model)."""
+    tokenizer = TOKENIZER
+    constraint = ToolCallConstraint(tokenizer, [ToolSpec(name="probe", parameters=schema)])
+    prompt = "<|user|>\nhi<|assistant|>probe\n" + text
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    allowed = (constraint(ids, torch.zeros(1, len(tokenizer)))[0] > float("-inf")).nonzero().flatten().tolist()
+    end = tokenizer.convert_tokens_to_ids("<|observation|>")
+    return "invalid" if allowed == [end] else "complete" if end in allowed else "partial"
+
+
+TOKENIZER = build_tokenizer()
 
 
 def test_processor_makes_a_random_model_write_a_valid_call(tiny_glm_dir):
@@ -119,6 +139,39 @@ def test_processor_makes_a_random_model_write_a_valid_call(tiny_glm_dir):
     arguments = json.loads(text.removesuffix("<|observation|>"))
     forecast.args_model.model_validate(arguments)  # fits the schema: required city, at most 12 characters
     assert constraint.constrained_tokens > 0
+
+
+async def test_sampled_calls_fit_the_schema_too(tiny_glm_dir):
+    """transformers applies temperature and top-p after the constraint: sampling draws among valid tokens."""
+    model = TransformersModel(tiny_glm_dir, reuse_cache=False)
+    prompt = glm4.render_prompt([Message(role="user", content="Weather in Beijing?")], [forecast.spec]) + "forecast\n"
+    settings = ModelSettings(max_new_tokens=80, temperature=1.5, top_p=0.5, constrained_calls=True)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        completion = await model.complete(prompt, settings, tools=[forecast.spec])
+        assert completion.stop_reason == "observation"
+        forecast.args_model.model_validate(json.loads(completion.text))
+
+
+def test_a_schema_that_does_not_compile_leaves_its_calls_free(caplog):
+    broken = ToolSpec(name="broken", parameters={"type": "object", "properties": {"a": {"$ref": "#/$defs/Gone"}}})
+    constraint = ToolCallConstraint(TOKENIZER, [broken])
+    ids = TOKENIZER("<|assistant|>broken\n{", add_special_tokens=False, return_tensors="pt")["input_ids"]
+    scores = torch.zeros(1, len(TOKENIZER))
+    assert torch.equal(constraint(ids, scores.clone()), scores)
+    assert constraint.constrained_tokens == 0
+    assert "'broken' is not constrained" in caplog.text and "/$defs/Gone" in caplog.text
+
+
+def test_a_tokenizer_the_grammar_cannot_read_leaves_calls_free(caplog):
+    class RemoteCodeTokenizer:  # not a fast (Rust) tokenizer, like the non `-hf` GLM-4 checkpoints' own
+        convert_tokens_to_ids = staticmethod(TOKENIZER.convert_tokens_to_ids)
+
+    constraint = ToolCallConstraint(RemoteCodeTokenizer(), [forecast.spec])
+    ids = TOKENIZER("<|assistant|>forecast\n{", add_special_tokens=False, return_tensors="pt")["input_ids"]
+    scores = torch.zeros(1, len(TOKENIZER))
+    assert torch.equal(constraint(ids, scores.clone()), scores)
+    assert "Tool calls are not constrained" in caplog.text
 
 
 @pytest.mark.slow  # trains the tiny GLM (seconds) when it is the first to need it

@@ -3,9 +3,11 @@
 An agent's prompt only grows: step N+1's prompt is step N's prompt, plus what the model wrote, plus
 the observation. Backends that re-read the whole conversation at every step pay a prefill that grows
 with each step (quadratic over a run). This backend keeps the KV cache and the token ids it covers;
-at the next step it reuses the longest common prefix and prefills only the new tokens. When the
-prefix changed (edited history, another conversation) it falls back to a full prefill, so reuse never
-changes what the model sees: greedy output with reuse equals greedy output without it.
+at the next step it crops the cache to the longest prefix it shares with the new prompt and hands both
+to ``model.generate``, which prefills only the tokens the cache lacks. When the prefix changed (edited
+history, another conversation) it falls back to a full prefill, so reuse never changes what the model
+sees: greedy output with reuse equals greedy output without it. Decoding, sampling, stop tokens and
+streaming are transformers' own; what this module adds to them is the prefix bookkeeping.
 
 >>> model = TransformersModel("/models/glm-4-9b-chat-hf")    # doctest: +SKIP
 >>> agent = Agent(model=model, tools=["python"])            # doctest: +SKIP
@@ -70,7 +72,7 @@ class TransformersModel(GLM4Model):
         self.tokenizer: Any = None
         self._stop_ids: dict[int, StopReason] = {}
         self._cache: Any = None
-        self._cache_argument: str | None = None  # "cache" (transformers 5.24+) or "past_key_values"
+        self._cache_name: str | None = None  # "cache" (transformers 5.24+) or "past_key_values"
         self._cached_ids: list[int] = []  # the tokens whose keys and values self._cache holds
         self._lock = threading.Lock()  # one generation at a time: they share the cache
 
@@ -145,63 +147,52 @@ class TransformersModel(GLM4Model):
         if limit and len(prompt_ids) >= limit:
             raise ModelError(f"The conversation is {len(prompt_ids)} tokens, more than the model's context of "
                              f"{limit}: start a new run or lower the output size of tools.")
+        max_new_tokens = min(settings.max_new_tokens, limit - len(prompt_ids)) if limit else settings.max_new_tokens
         with self._lock, torch.inference_mode():
             try:
-                return self._decode_loop(prompt_ids, settings, tools, emit, cancelled)
+                return self._generate(prompt_ids, max_new_tokens, settings, tools, emit, cancelled)
             except BaseException:
                 self.reset_cache()  # a half-written cache must not be reused
                 raise
 
-    def _decode_loop(self, prompt_ids: list[int], settings: ModelSettings, tools: list[ToolSpec],
-                     emit: Callable[[str], Any] | None, cancelled: threading.Event) -> Completion:
+    def _generate(self, prompt_ids: list[int], max_new_tokens: int, settings: ModelSettings, tools: list[ToolSpec],
+                  emit: Callable[[str], Any] | None, cancelled: threading.Event) -> Completion:
+        """``model.generate`` on top of the cached prefix: it prefills only the tokens the cache lacks."""
         import torch
+        from transformers import DynamicCache, StoppingCriteriaList
+
+        from ._generation import Cancelled, TokenStreamer, sampling_arguments
 
         reused = self._reuse_prefix(prompt_ids)
-        processors = self._logits_processors(settings, tools)
-        pieces = IncrementalDecoder(self.tokenizer)
-        generated: list[int] = []
-        stop_reason: StopReason = "length"
-        feed = prompt_ids[reused:]
-        for _ in range(settings.max_new_tokens):
-            logits = self._forward(feed)
-            if processors:
-                ids = torch.tensor([prompt_ids + generated], device=logits.device)
-                logits = processors(ids, logits)
-            token = _pick(logits, settings)
-            generated.append(token)
-            if token in self._stop_ids:
-                stop_reason = self._stop_ids[token]
-                break
-            piece = pieces.push(token)
-            if piece and emit is not None:
-                emit(piece)
-            if cancelled.is_set():
-                break
-            feed = [token]
+        if self._cache is None:
+            self._cache = DynamicCache(config=self.model.config)
+        streamer = None
+        if emit is not None:
+            streamer = TokenStreamer(IncrementalDecoder(self.tokenizer), emit, skip=set(self._stop_ids))
+        input_ids = torch.tensor([prompt_ids], device=self.model.device)
+        output = self.model.generate(
+            input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
+            eos_token_id=list(self._stop_ids), logits_processor=self._logits_processors(settings, tools),
+            stopping_criteria=StoppingCriteriaList([Cancelled(cancelled)]), streamer=streamer,
+            **sampling_arguments(settings), **{self._cache_argument(): self._cache})
+        generated = output[0, len(prompt_ids):].tolist()
+        self._cached_ids = prompt_ids + generated[:-1]  # the last token was never fed back
+        if self._cache.get_seq_length() != len(self._cached_ids):  # not what this version of generate left
+            self.reset_cache()
+        stop_reason: StopReason = self._stop_ids.get(generated[-1], "length") if generated else "length"
         body = generated[:-1] if stop_reason != "length" else generated
         text = self.tokenizer.decode(body, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        rest = text[len(pieces.text):]
-        if rest and emit is not None:
-            emit(rest)
         usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=len(generated),
                       prefilled_tokens=len(prompt_ids) - reused, reused_tokens=reused)
         return Completion(text=text, stop_reason=stop_reason, usage=usage)
 
-    def _forward(self, ids: list[int]) -> torch.Tensor:
-        """Run ``ids`` through the model on top of the cache; the logits of the last position."""
-        import torch
-
-        input_ids = torch.tensor([ids], device=self.model.device)
-        # transformers 5.24 renamed `past_key_values` to `cache` (the old name goes in 5.40); older ones
-        # know only the old name. Asked once per model, so no run warns or breaks on either side.
-        if self._cache_argument is None:
-            self._cache_argument = "cache" if "cache" in inspect.signature(self.model.forward).parameters \
+    def _cache_argument(self) -> str:
+        # transformers 5.24 renamed `past_key_values` to `cache` (the old name warns, and goes in 6.0); older
+        # ones know only the old name. Asked of the model once, so no run warns or breaks on either side.
+        if self._cache_name is None:
+            self._cache_name = "cache" if "cache" in inspect.signature(self.model.forward).parameters \
                 else "past_key_values"
-        output = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1,
-                            **{self._cache_argument: self._cache})
-        self._cache = getattr(output, self._cache_argument)
-        self._cached_ids.extend(ids)
-        return output.logits[:, -1, :].float()
+        return self._cache_name
 
     def _reuse_prefix(self, prompt_ids: list[int]) -> int:
         """Crop the cache to the longest prefix it shares with the prompt; returns that length.
@@ -230,17 +221,13 @@ class TransformersModel(GLM4Model):
         self._cache, self._cached_ids = None, []
 
     def _logits_processors(self, settings: ModelSettings, tools: list[ToolSpec]) -> Any:
-        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+        from transformers import LogitsProcessorList
 
         processors = LogitsProcessorList()
         if settings.constrained_calls and any(not tool.builtin for tool in tools):
             from .constrained import ToolCallConstraint
 
             processors.append(ToolCallConstraint(self.tokenizer, tools))
-        if settings.temperature > 0:
-            processors.append(TemperatureLogitsWarper(settings.temperature))
-            if settings.top_p < 1:
-                processors.append(TopPLogitsWarper(settings.top_p))
         return processors
 
     async def aclose(self) -> None:
@@ -284,17 +271,14 @@ class IncrementalDecoder:
         self.text += piece
         return piece
 
+    def flush(self) -> str:
+        """What was held back: the text of the tokens so far that no piece carried yet."""
+        rest = self._decode(self.ids)[len(self.text):]
+        self.text += rest
+        return rest
+
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-
-def _pick(logits: torch.Tensor, settings: ModelSettings) -> int:
-    import torch
-
-    if settings.temperature == 0:
-        return int(torch.argmax(logits, dim=-1)[0])
-    probabilities = torch.softmax(logits, dim=-1)
-    return int(torch.multinomial(probabilities, num_samples=1)[0, 0])
 
 
 def _locate(model_id: str) -> str:
