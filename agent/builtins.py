@@ -68,7 +68,7 @@ def builtin_class(name: str) -> type[Tool]:
 def _shadowing_file(exc: ImportError, module: str) -> str | None:
     """A file or folder of the user's (``tools.py``, ``sandbox/`` next to their script) that Python found
     instead of a package the built-in needs, when that is why importing it failed."""
-    candidates = [exc.path] if exc.path else []  # "cannot import name 'X' from 'sandbox' (.../sandbox/__init__.py)"
+    candidates: list[str | None] = [exc.path]  # "cannot import name 'X' from 'sandbox' (.../sandbox/__init__.py)"
     for name in {exc.name, module} - {None}:  # "No module named 'tools.python'": what stands at 'tools'?
         try:
             spec = importlib.util.find_spec(str(name).partition(".")[0])

@@ -284,7 +284,8 @@ def _read_html(path: Path, limit: int) -> str:
         tag.decompose()
     for tag in soup.select('[role="navigation"], [role="banner"], [role="contentinfo"], [role="search"]'):
         tag.decompose()
-    main = soup.find("main") or soup.find(attrs={"role": "main"})  # type: ignore[call-overload]  # bs4's stubs lack attrs= or soup.find("article") or soup.body or soup
+    role_main = soup.find(attrs={"role": "main"})  # type: ignore[call-overload]  # bs4's stubs lack attrs=
+    main = soup.find("main") or role_main or soup.find("article") or soup.body or soup
     return markdownify(str(main), heading_style="ATX").strip()
 
 

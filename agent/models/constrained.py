@@ -29,6 +29,8 @@ from llguidance import LLMatcher, LLTokenizer
 from transformers import LogitsProcessor
 
 from ..messages import ToolSpec
+from ..protocol.format import ChatFormat
+from ..protocol.glm4 import GLM4
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +54,19 @@ def body_grammar(schema: dict[str, Any]) -> str:
 class ToolCallConstraint(LogitsProcessor):
     """Masks tokens that would break the JSON body of a call to a function tool.
 
-    Active only inside a call: after ``name\\n`` in the current assistant turn (the tokens after the
-    last ``<|assistant|>``, which may start in the prompt), where ``name`` is a function tool; built-ins
-    such as ``python`` take free text and are left alone, and so are answers. When the JSON is complete,
-    only ``<|observation|>`` (the call's stop token) remains allowed. The processor reads each token
+    Active only inside a call: where the chat format says a call's body starts (GLM-4: after ``name\\n``)
+    in the current assistant turn (the tokens after the format's ``turn_start``, ``<|assistant|>``, which
+    may start in the prompt), when ``name`` is a function tool; built-ins such as ``python`` take free
+    text and are left alone, and so are answers. When the JSON is complete, only the call's stop token
+    (``<|observation|>``) remains allowed. The processor reads each token
     once and keeps its state between steps: use one per generation.
     """
 
-    def __init__(self, tokenizer: Any, tools: list[ToolSpec]):
-        self.assistant_id = tokenizer.convert_tokens_to_ids("<|assistant|>")
-        self.call_end_id = tokenizer.convert_tokens_to_ids("<|observation|>")
+    def __init__(self, tokenizer: Any, tools: list[ToolSpec], chat_format: ChatFormat = GLM4):
+        self.chat_format = chat_format
+        self.assistant_id = tokenizer.convert_tokens_to_ids(chat_format.turn_start)
+        call_end = next(token for token, reason in chat_format.stop_reasons.items() if reason == "observation")
+        self.call_end_id = tokenizer.convert_tokens_to_ids(call_end)
         self._tokenizer = _llguidance_tokenizer(tokenizer, self.call_end_id)
         self.grammars = {tool.name: body_grammar(tool.parameters) for tool in tools if not tool.builtin}
         self._longest_name = max((len(name.encode()) for name in self.grammars), default=0) + _NAME_SLACK
@@ -106,11 +111,13 @@ class ToolCallConstraint(LogitsProcessor):
         if tokenizer is None:  # one the grammar cannot read: nothing is constrained
             turn.free = True
             return
-        name, newline, body = tokenizer.decode_bytes(turn.header).partition(b"\n")
-        if not newline:
-            turn.free = len(name) > self._longest_name  # too long to be a function's name: an answer or code
+        header = tokenizer.decode_bytes(turn.header)
+        call = self.chat_format.call_body_start(header.decode("utf-8", "replace"))
+        if call is None:
+            turn.free = len(header) > self._longest_name  # too long to start a call: an answer or code
             return
-        tool = name.decode("utf-8", "replace").strip()
+        tool, start = call
+        body = header.decode("utf-8", "replace")[start:].encode()
         turn.free = tool not in self.grammars
         if turn.free:
             return

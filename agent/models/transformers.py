@@ -24,13 +24,14 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ModelError, ModelNotFoundError
 from ..messages import ToolSpec
 from ..policy import ModelSettings
-from ..protocol import glm4
-from .base import Completion, GLM4Model, StopReason, TokenCallback, Usage
+from ..protocol.format import ChatFormat
+from ..protocol.glm4 import GLM4
+from .base import Completion, RawPromptModel, StopReason, TokenCallback, Usage
 from .hub import hub_unavailable
 
 if TYPE_CHECKING:  # torch and transformers load only when a local model is used
@@ -44,7 +45,7 @@ HOW_TO_GET_WEIGHTS = ("download the weights and pass `--model /path/to/glm-4-9b-
 _CPU_WARNING_PARAMETERS = 1_000_000_000
 
 
-class TransformersModel(GLM4Model):
+class TransformersModel(RawPromptModel):
     """GLM-4 chat models (``GlmForCausalLM``, GLM-4-0414's ``Glm4ForCausalLM``) on transformers.
 
     Args:
@@ -61,8 +62,9 @@ class TransformersModel(GLM4Model):
 
     def __init__(self, model_id_or_path: str | os.PathLike[str] = DEFAULT_MODEL, device: str | None = None,
                  dtype: str | torch.dtype | None = None, *, load_in_4bit: bool = False,
-                 reuse_cache: bool = True, trust_remote_code: bool = False):
+                 reuse_cache: bool = True, trust_remote_code: bool = False, chat_format: ChatFormat = GLM4):
         self.model_id = str(model_id_or_path)
+        self.chat_format = chat_format
         self.requested_device, self.requested_dtype = device, dtype
         self.load_in_4bit = load_in_4bit
         self.reuse_cache = reuse_cache
@@ -116,7 +118,7 @@ class TransformersModel(GLM4Model):
             log.warning("Running a %.0fB-parameter model on CPU: expect seconds per token; use a GPU or "
                         "--base-url for real work.", model.num_parameters() / 1e9)
         self.tokenizer, self.model = tokenizer, model
-        self._stop_ids = _stop_ids(tokenizer, self.model_id)
+        self._stop_ids = _stop_ids(tokenizer, self.model_id, self.chat_format)
 
     # --- generation -------------------------------------------------------------------------------
 
@@ -143,7 +145,7 @@ class TransformersModel(GLM4Model):
         prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if not prompt_ids:
-            raise ModelError("The prompt is empty: pass a rendered GLM-4 prompt (agent.protocol.glm4.render_prompt).")
+            raise ModelError("The prompt is empty: pass a rendered prompt (the model's chat_format.render).")
         if limit and len(prompt_ids) >= limit:
             raise ModelError(f"The conversation is {len(prompt_ids)} tokens, more than the model's context of "
                              f"{limit}: start a new run or lower the output size of tools.")
@@ -227,7 +229,7 @@ class TransformersModel(GLM4Model):
         if settings.constrained_calls and any(not tool.builtin for tool in tools):
             from .constrained import ToolCallConstraint
 
-            processors.append(ToolCallConstraint(self.tokenizer, tools))
+            processors.append(ToolCallConstraint(self.tokenizer, tools, self.chat_format))
         return processors
 
     async def aclose(self) -> None:
@@ -308,14 +310,14 @@ def _locate(model_id: str) -> str:
     return model_id  # from_pretrained downloads it; a failure there raises ModelNotFoundError too
 
 
-def _stop_ids(tokenizer: Any, model_id: str) -> dict[int, StopReason]:
-    """The tokenizer's ids of GLM-4's stop tokens (151329, 151336, 151338 in GLM-4-9B)."""
+def _stop_ids(tokenizer: Any, model_id: str, chat_format: ChatFormat) -> dict[int, StopReason]:
+    """The tokenizer's ids of the format's stop tokens (151329, 151336, 151338 for GLM-4-9B's)."""
     vocabulary = tokenizer.get_vocab()
-    missing = [token for token in glm4.STOP_TOKENS if token not in vocabulary]
+    missing = [token for token in chat_format.stop_tokens if token not in vocabulary]
     if missing:
-        raise ModelError(f"{model_id!r} is not a GLM-4 chat model: its tokenizer lacks {', '.join(missing)}; "
+        raise ModelError(f"{model_id!r} is not a {chat_format.label} chat model: its tokenizer lacks {', '.join(missing)}; "
                          "use a GLM-4 chat checkpoint such as THUDM/glm-4-9b-chat-hf.")
-    return {vocabulary[token]: reason for token, reason in glm4.STOP_REASONS.items()}
+    return {vocabulary[token]: cast(StopReason, reason) for token, reason in chat_format.stop_reasons.items()}
 
 
 def _four_bit_config(device: torch.device, dtype: torch.dtype) -> Any:

@@ -32,6 +32,7 @@ class ChatFormat(abc.ABC):
     """How one model family writes a conversation. Subclass it for a new family."""
 
     name: str = ""
+    label: str = ""  # the family's name for people, in errors ("GLM-4")
     # The strings that end the model's turn, and why generation stopped on each ("observation": a call).
     stop_reasons: dict[str, str] = {}
     # Their ids in the family's tokenizer, for servers that stop on ids (vLLM's stop_token_ids).

@@ -272,6 +272,7 @@ class GLM4Format(ChatFormat):
     """glm-4-9b-chat's format (GLM-4-0414 shares it): :func:`render_prompt` and :func:`parse_completion`."""
 
     name = "glm4"
+    label = "GLM-4"
     stop_reasons = STOP_REASONS
     stop_token_ids = tuple(STOP_TOKEN_IDS)
     turn_start = "<|assistant|>"
