@@ -33,6 +33,7 @@ from .models.base import ChatModel, ModelTurn
 from .builtins import builtin_names
 from .policy import Policy, load_policy
 from .registry import ToolRegistry, default_builtins, error_observation
+from .runtime import Runtime, default_runtime, use_runtime
 from .tool import Tool, ToolContext
 from .transcript import TranscriptWriter
 
@@ -62,6 +63,8 @@ class Agent:
         transcript: a JSONL file the events are appended to as they happen (all but per-token ones).
         workdir: a host folder the python tool uses as ``/mnt/data`` itself: files in it are the
             code's inputs, and what the code writes stays there (and is listed as artifacts).
+        runtime: the :class:`~agent.runtime.Runtime` whose threads run sync tools and which keeps
+            what tools hold for the process (default: the process's own).
 
     Files: ``agent.run(task, files=["data.csv", "reports/"])`` copies them into ``/mnt/data``
     before the model's turn and tells the model what is there; without the python tool, documents
@@ -71,8 +74,10 @@ class Agent:
     def __init__(self, model: ChatModel | None = None, tools: Iterable[ToolLike] | None = None,
                  policy: str | Path | Policy | None = "default", system_prompt: str | None = None, *,
                  approve: Approver | None = None, runs_dir: str | Path = "agent_runs",
-                 transcript: str | Path | None = None, workdir: str | Path | None = None):
+                 transcript: str | Path | None = None, workdir: str | Path | None = None,
+                 runtime: Runtime | None = None):
         self.policy = load_policy(policy)
+        self.runtime = runtime or default_runtime()
         self._model = model
         self.system_prompt = system_prompt
         self.approve = approve
@@ -145,6 +150,7 @@ class Agent:
         Constructing an agent starts nothing; without this, each tool starts on first use.
         ``with agent`` / ``async with agent`` call it.
         """
+        use_runtime(self.runtime)
         await self.tools.start()
 
     def start(self) -> None:
@@ -205,6 +211,7 @@ class ChatSession:
         each; a name already taken there gets `` (2)``); otherwise documents are read into the
         conversation as text.
         """
+        use_runtime(self.agent.runtime)
         limits = self.agent.policy.files
         files = await asyncio.to_thread(collect_files, paths, limits)
         if not files:
@@ -295,6 +302,7 @@ class ChatSession:
 
     async def _run(self, task: str, emit: Callable[[Event], None] | None) -> RunResult:
         agent, limits = self.agent, self.agent.policy.agent
+        use_runtime(agent.runtime)  # this run's sync tools run on the agent's runtime's threads
         self._turns += 1
         run_id = f"{self.id}-{self._turns}"
         started = time.monotonic()  # the event loop's clock, so deadlines work with asyncio timeouts

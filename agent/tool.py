@@ -20,15 +20,10 @@ left out of the schema. It gives the run's directory, the policy and per-session
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import contextvars
-import functools
 import inspect
 import io
-import queue
 import re
-import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .errors import ToolDefinitionError
 from .files import InputFile, write_private
+from .runtime import current_runtime
 from .messages import Artifact, Citation, ToolSpec
 from .policy import Policy
 from .protocol.near_json import parse_json_arguments
@@ -89,52 +85,10 @@ class ToolContext:
         return Artifact(path=path, kind=kind, tool=tool, description=description)
 
 
-# Sync tools run on daemon threads of their own, not asyncio's executor: a call still running when a
-# run ends (its wall time spent, Ctrl-C) is abandoned, and never keeps the process from exiting.
-_jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-_idle_workers = 0
-_workers_lock = threading.Lock()
-
-
-def _worker() -> None:
-    while True:
-        _jobs.get()()  # each job marks its worker idle before it hands its result over
-
-
 async def in_worker_thread(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)`` on a daemon worker thread; cancelling the await abandons the call."""
-    global _idle_workers
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-    context = contextvars.copy_context()
-
-    def job() -> None:
-        global _idle_workers
-        try:
-            settle = functools.partial(_settle, future, context.run(fn, *args, **kwargs), None)
-        except BaseException as exc:  # handed to the awaiting side
-            settle = functools.partial(_settle, future, None, exc)
-        with _workers_lock:  # idle before the result is out, so the next call reuses this thread
-            _idle_workers += 1
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits for this any more
-            loop.call_soon_threadsafe(settle)
-
-    with _workers_lock:
-        start = _idle_workers == 0
-        if not start:
-            _idle_workers -= 1
-    _jobs.put(job)
-    if start:
-        threading.Thread(target=_worker, name="tool-worker", daemon=True).start()
-    return await future
-
-
-def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
-    if not future.done():
-        if error is None:
-            future.set_result(value)
-        else:
-            future.set_exception(error)
+    """``fn(*args, **kwargs)`` on a worker thread of the current :class:`~agent.runtime.Runtime`; cancelling
+    the await abandons the call (a daemon thread: it never keeps the process from exiting)."""
+    return await current_runtime().run_in_thread(fn, *args, **kwargs)
 
 
 class ToolOutput(BaseModel):

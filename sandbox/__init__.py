@@ -12,7 +12,7 @@ works here. See :mod:`sandbox.isolation`.
 from .errors import KernelStartError, SandboxClosedError, SandboxError, SandboxUnavailableError
 from .interpreter import Interpreter, find_interpreter
 from .isolation import describe_isolation, resolve_isolation, tier_problem
-from .kernel import Kernel
+from .kernel import Kernel, shutdown
 from .pool import KernelPool
 from .results import ExecutionError, ExecutionResult
 from .sandbox import AsyncSandbox, Sandbox
@@ -34,5 +34,6 @@ __all__ = [
     "describe_isolation",
     "find_interpreter",
     "resolve_isolation",
+    "shutdown",
     "tier_problem",
 ]

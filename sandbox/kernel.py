@@ -73,11 +73,19 @@ def base_dir() -> Path:
 
 
 @atexit.register
-def _close_all() -> None:
+def shutdown() -> None:
+    """Close every kernel of this process and release the messaging context and the kernels' scratch
+    folder (also done at exit). The sandbox stays usable: they are made afresh when needed."""
+    global _zmq_context, _base_dir
     for kernel in list(_live):
         kernel.close()
-    if _base_dir is not None:
-        remove_tree(_base_dir)
+    with _lock:
+        context, _zmq_context = _zmq_context, None
+        base, _base_dir = _base_dir, None
+    if context is not None:
+        context.destroy(linger=0)
+    if base is not None:
+        remove_tree(base)
 
 
 class Kernel:

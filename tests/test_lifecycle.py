@@ -57,3 +57,29 @@ async def test_concurrent_turns_of_one_session_wait_and_never_mix():
     assert (first.answer, second.answer) == ("Done with one.", "Done with two.")
     assert [(m.role, m.content) for m in session.messages if m.role != "observation" and not m.tool_calls] == [
         ("user", "one"), ("assistant", "Done with one."), ("user", "two"), ("assistant", "Done with two.")]
+
+
+def test_a_runtime_built_for_a_test_takes_down_what_it_started_when_closed():
+    from agent.policy import Policy
+    from agent.runtime import Runtime
+
+    @tool
+    def square(x: int) -> int:
+        """Square a number (a sync tool: it runs on the runtime's worker threads)."""
+        return x * x
+
+    runtime, released = Runtime(), []
+    runtime.on_close(lambda: released.append("mine"))
+    before = _children()
+    agent = Agent(model=ScriptedModel(['square\n{"x": 3}', "python\nprint(2 + 2)", "\nDone."]),
+                  tools=[square, "python"], policy=Policy(sandbox={"preload": []}), runtime=runtime)
+    result = agent.run("go")
+    assert [o.content.strip() for step in result.steps for o in step.observations] == ["9", "4"]
+    assert runtime.worker_threads and _children() - before  # a worker thread, and the warm kernel
+    runtime.close()
+    assert not runtime.worker_threads and released == ["mine"]
+    deadline = time.monotonic() + 10
+    while _children() - before and time.monotonic() < deadline:  # the sandbox's kernels ended with it
+        time.sleep(0.05)
+    assert not _children() - before
+    agent.close()  # after the runtime: nothing left to close, and no error

@@ -25,8 +25,10 @@ from agent.files import InputFile, media_type, private_dir
 from agent.messages import Artifact
 from agent.policy import FileSettings, Policy
 from agent.protocol.near_json import strip_fence
+from agent.runtime import current_runtime
 from agent.tool import Tool, ToolContext, ToolOutput
 from sandbox import AsyncSandbox, KernelPool, SandboxError, SandboxSettings, describe_isolation
+from sandbox import shutdown as shutdown_sandbox
 from sandbox.workdir import FileState, Incoming, changes, copy_in, copy_out, snapshot
 
 MB = 1024 * 1024
@@ -84,7 +86,11 @@ class PythonTool(Tool):
         """Start warming kernels now, so that the first call does not wait for one (closing the tool
         right away kills a kernel still starting, at once)."""
         if self._pool is None:
-            self._pool = KernelPool(self.settings)
+            self._pool = self._new_pool()
+
+    def _new_pool(self) -> KernelPool:
+        current_runtime().on_close(shutdown_sandbox)  # the process's kernels end with the runtime
+        return KernelPool(self.settings)
 
     async def forward(self, code: str, context: ToolContext) -> ToolOutput:
         """Run code as the next cell of this session's notebook.
@@ -183,10 +189,11 @@ class PythonTool(Tool):
         session = context.state.get(self.name)
         if session is None:
             if context.workdir is not None:  # the user's folder is /mnt/data: a kernel of its own
+                current_runtime().on_close(shutdown_sandbox)
                 sandbox = AsyncSandbox(self.settings, workdir=context.workdir)
             else:
                 if self._pool is None:
-                    self._pool = KernelPool(self.settings)
+                    self._pool = self._new_pool()
                 sandbox = AsyncSandbox(pool=self._pool)
             session = context.state[self.name] = _Session(sandbox)
             context.resources.push_async_callback(sandbox.aclose)  # the kernel dies with the session

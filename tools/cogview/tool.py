@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from agent.policy import Policy
 from agent.protocol.near_json import parse_json_arguments, strip_fence
+from agent.runtime import current_runtime
 from agent.tool import Tool, ToolContext, ToolOutput
 
 from .pipelines import CACHE, CogViewError, PipelineCache
@@ -92,6 +93,7 @@ class CogViewTool(Tool):
     def _generate(self, prompt: str, width: int | None, height: int | None, seed: int,
                   settings: CogViewSettings, context: ToolContext, cancelled: threading.Event) -> ToolOutput:
         self._models.add(settings.model)
+        current_runtime().on_close(self.cache.release)  # warm pipelines go when the runtime closes
         warm = self.cache.get(settings, on_status=lambda message: context.progress(self.name, message, None))
         width, height = warm.size(width, height, settings)
         steps, guidance = warm.call_settings(settings)
