@@ -82,9 +82,10 @@ def _draft_panel(draft: str, lines: int, code: CodeHints) -> Panel:
     """A turn being written, in the panel it will end in: a call's (its tool's name) or the answer's."""
     segment = draft.rsplit("<|assistant|>", 1)[-1]  # a thought before a call is shown when the turn ends
     first, newline, rest = segment.partition("\n")
-    if newline and _TOOL_NAME.fullmatch(first.strip()):
+    tool = first.strip()
+    if newline and _TOOL_NAME.fullmatch(tool):
         body = "\n".join(rest.split("\n")[-lines:])
-        return Panel(_code_or_text(code.get(first.strip()), body), title=Text(first.strip(), style="cyan"), title_align="left",
+        return Panel(_code_or_text(code.get(tool), body), title=Text(tool, style="cyan"), title_align="left",
                      border_style="cyan")
     body = "\n".join(segment.strip("\n").split("\n")[-lines:])
     return Panel(Text(body), title="[green]Answer", title_align="left", border_style="green")
