@@ -27,7 +27,7 @@ class ToolCall(BaseModel):
     name: str
     body: str = ""
     arguments: dict[str, Any] | None = None
-    syntax: Literal["glm4", "json"] = "glm4"
+    syntax: Literal["glm4", "json", "xml"] = "glm4"  # xml: GLM-4.5+ <arg_key>/<arg_value> pairs
 
 
 class Citation(BaseModel):
@@ -78,6 +78,7 @@ class Message(BaseModel):
 
     role: Role
     content: str = ""
+    reasoning: str = ""  # a thinking model's reasoning before this assistant turn (GLM-4.5+ <think>)
     metadata: str = ""
     tool_calls: list[ToolCall] = Field(default_factory=list)
     tool_call_id: str | None = None

@@ -21,6 +21,7 @@ from .errors import AgentError, ToolDefinitionError
 from .files import InputFile
 from .messages import Observation, ObservationPart, ToolCall, ToolSpec
 from .policy import Policy
+from .protocol.glm45 import decode_arguments
 from .protocol.near_json import MAX_ARGUMENT_DEPTH, TOO_DEEP, nesting_depth, parse_json_arguments, strip_fence
 from .tool import ArgumentError, FunctionTool, Tool, ToolContext, ToolOutput, to_png_bytes
 
@@ -148,6 +149,8 @@ def _read_body(tool: Tool, call: ToolCall) -> dict[str, Any]:
         return tool.parse_body(call.body)
     if call.syntax == "json":
         return parse_json_arguments(call.body)
+    if call.syntax == "xml":  # GLM-4.5+: typed by the schema here, where the schema is known
+        return decode_arguments(call.body, tool.spec.parameters)
     return tool.parse_body(call.body)
 
 

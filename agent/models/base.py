@@ -33,6 +33,7 @@ class ModelTurn(BaseModel):
 
     content: str = ""
     tool_calls: list[ToolCall] = Field(default_factory=list)
+    reasoning: str = ""  # a thinking model's reasoning (GLM-4.5+ <think>), kept in history as the format says
     raw: str = ""  # the completion as generated, for transcripts and replay
     stop_reason: StopReason | None = None
     usage: Usage = Field(default_factory=Usage)
@@ -42,7 +43,7 @@ class ModelTurn(BaseModel):
         return None if self.tool_calls else self.content.strip()
 
     def as_message(self) -> Message:
-        return Message(role="assistant", content=self.content, tool_calls=self.tool_calls)
+        return Message(role="assistant", content=self.content, reasoning=self.reasoning, tool_calls=self.tool_calls)
 
 
 class ChatModel(abc.ABC):
@@ -90,5 +91,5 @@ GLM4Model = RawPromptModel  # its name before there was a second format
 
 def turn_from_completion(completion: Completion, tools: list[ToolSpec], chat_format: ChatFormat = GLM4) -> ModelTurn:
     parsed = chat_format.parse(completion.text, [t.name for t in tools], completion.stop_reason)
-    return ModelTurn(content=parsed.content, tool_calls=parsed.tool_calls, raw=completion.text,
+    return ModelTurn(content=parsed.content, tool_calls=parsed.tool_calls, reasoning=parsed.reasoning, raw=completion.text,
                      stop_reason=completion.stop_reason, usage=completion.usage)

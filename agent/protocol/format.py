@@ -22,6 +22,7 @@ class ParsedTurn:
 
     content: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
+    reasoning: str = ""  # what a thinking model wrote in <think> before it
 
     @property
     def answer(self) -> str | None:

@@ -1,0 +1,123 @@
+"""The GLM-4.5+ format (issue 13, first step): XML calls and thinking, rendered and read back exactly."""
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+from test_parser_fuzz import PARAMETERS, SETTINGS, TOOL_NAME, same, values_for
+
+from agent import Agent, Tool
+from agent.messages import Message, ToolCall, ToolSpec
+from agent.models import RawPromptModel
+from agent.models.base import Completion
+from agent.protocol.glm45 import GLM45, GLM45Format, decode_arguments, parse_completion, render_call
+
+REASONING = st.text(st.characters(whitelist_categories=("L", "Zs", "Nd")), max_size=30).map(str.strip)
+
+
+def _clean_keys(schema):
+    """Keys as models write them: no blanks around (a key is read stripped)."""
+    return schema["properties"] and all(key == key.strip() for key in schema["properties"])
+
+
+@SETTINGS
+@given(data=st.data())
+def test_every_rendered_call_reads_back_exactly(data):
+    tools = data.draw(st.lists(st.tuples(TOOL_NAME, PARAMETERS.filter(_clean_keys)), min_size=1, max_size=3,
+                               unique_by=lambda t: t[0]))
+    wanted = data.draw(st.lists(st.sampled_from(tools).flatmap(
+        lambda tool: st.tuples(st.just(tool), values_for(tool[1]))), min_size=1, max_size=3))
+    calls = [render_call(ToolCall(id="x", name=name, arguments=args, syntax="json")) for (name, _), args in wanted]
+    if data.draw(st.booleans()):  # GLM-4.7 runs the name into the first <arg_key>
+        calls = [call.replace("\n<arg_key>", "<arg_key>", 1) for call in calls]
+    reasoning, answer = data.draw(REASONING), data.draw(REASONING)
+    text = f"\n<think>{reasoning}</think>" + (f"\n{answer}" if answer else "") + "".join("\n" + c for c in calls)
+    if data.draw(st.booleans()):  # cut by the stop token before the last closing tag
+        text = text[: -len("</tool_call>")]
+    text += data.draw(st.sampled_from(["", "<|observation|>"]))
+
+    turn = parse_completion(text)
+
+    assert [call.name for call in turn.tool_calls] == [name for (name, _), _ in wanted], text
+    assert turn.reasoning == reasoning and turn.content == answer, text
+    for call, ((_, schema), args) in zip(turn.tool_calls, wanted):
+        decoded = decode_arguments(call.body, schema)
+        assert same(decoded, args), (call.body, args)
+        assert same(Tool.from_schema({"name": "t", "parameters": schema}, lambda a: None).validate(decoded), args)
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.text(max_size=15), st.sampled_from(
+    ["<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>", "<think>", "</think>",
+     "\n", "<|observation|>"])), max_size=14))
+def test_the_reader_never_raises_and_never_invents_text(pieces):
+    text = "".join(pieces)
+    turn = parse_completion(text)
+    for call in turn.tool_calls:
+        assert call.body in text and call.name in text
+        decode_arguments(call.body, {"properties": {"n": {"type": "integer"}}})
+    assert turn.reasoning in text
+
+
+def test_glm47_shapes_and_known_malformations():
+    turn = parse_completion("<think>need the time</think><tool_call>get_time</tool_call>"
+                            "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Paris</arg_value>"
+                            "<arg_key>days</arg_key><arg_value>3</arg_value></tool_call>")
+    assert [c.name for c in turn.tool_calls] == ["get_time", "get_weather"] and turn.reasoning == "need the time"
+    schema = {"properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}
+    assert decode_arguments(turn.tool_calls[0].body, schema) == {}
+    assert decode_arguments(turn.tool_calls[1].body, schema) == {"city": "Paris", "days": 3}
+    # a string that looks like JSON stays a string; a number that is not JSON stays text for the schema check
+    odd = "<tool_call>f\n<arg_key>city</arg_key>\n<arg_value>123</arg_value>\n<arg_key>days</arg_key>\n<arg_value>three"
+    (call,) = parse_completion(odd).tool_calls  # no closing tags at all: cut by the token budget
+    assert decode_arguments(call.body, schema) == {"city": "123", "days": "three"}
+    unclosed = parse_completion("<think>still thinking <tool_call>f\n<arg_key>city</arg_key>\n<arg_value>Oslo")
+    assert unclosed.reasoning == "still thinking" and unclosed.tool_calls[0].name == "f"
+
+
+def test_history_renders_back_to_what_the_model_generated():
+    """So a local model's KV cache covers the whole history."""
+    tools = [ToolSpec(name="get_weather", description="Weather.", parameters={
+        "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}})]
+    generated = ("\n<think>Look it up.</think>\nLet me check.\n<tool_call>get_weather\n<arg_key>city</arg_key>\n"
+                 "<arg_value>北京</arg_value>\n<arg_key>days</arg_key>\n<arg_value>2</arg_value>\n</tool_call>")
+    turn = GLM45.parse(generated, ["get_weather"], "observation")
+    question = [Message(role="user", content="天气？")]
+    history = question + [Message(role="assistant", content=turn.content, reasoning=turn.reasoning,
+                                  tool_calls=turn.tool_calls)]
+    prompt = GLM45.render(question, tools)
+    assert GLM45.render(history, tools, add_generation_prompt=False) == prompt + generated
+    assert prompt.startswith("[gMASK]<sop><|system|>\n# Tools\n") and json.dumps(
+        {"type": "function", "function": tools[0].model_dump(include={"name", "description", "parameters"})},
+        ensure_ascii=False) in prompt
+    after = history + [Message(role="observation", content="sunny", tool_call_id="1"),
+                       Message(role="user", content="thanks")]
+    rendered = GLM45.render(after + [Message(role="assistant", content="ok")], tools)
+    assert "<think>Look it up.</think>" not in rendered  # reasoning before the last user turn is dropped
+    assert "<|observation|>\n<tool_response>\nsunny\n</tool_response><|user|>\nthanks" in rendered
+    assert GLM45Format(thinking=False).render(question, tools).endswith("天气？/nothink<|assistant|>\n<think></think>")
+
+
+class Replay(RawPromptModel):
+    chat_format = GLM45
+
+    def __init__(self, completions):
+        self.completions, self.prompts = list(completions), []
+
+    async def complete(self, prompt, settings, on_token=None, *, tools=None):
+        self.prompts.append(prompt)
+        return Completion(text=self.completions.pop(0))
+
+
+def test_a_glm45_model_drives_the_loop_with_typed_arguments():
+    seen = []
+    book = Tool.from_schema({"name": "book", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "nights": {"type": "integer"}, "extras": {"type": "array"}}}},
+        lambda args: seen.append(args) or "booked")
+    model = Replay(["\n<think>Book it.</think>\n<tool_call>book\n<arg_key>city</arg_key>\n<arg_value>Oslo</arg_value>\n"
+                    "<arg_key>nights</arg_key>\n<arg_value>2</arg_value>\n<arg_key>extras</arg_key>\n"
+                    '<arg_value>["breakfast"]</arg_value>\n</tool_call>', "\n<think></think>\nBooked two nights."])
+    result = Agent(model=model, tools=[book]).run("Book Oslo for two nights")
+    assert result.answer == "Booked two nights." and seen == [{"city": "Oslo", "nights": 2, "extras": ["breakfast"]}]
+    assert "<|observation|>\n<tool_response>\nbooked\n</tool_response><|assistant|>" in model.prompts[1]
+    assert "<think>Book it.</think>" in model.prompts[1]  # kept: it belongs to the current user turn
