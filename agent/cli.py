@@ -17,7 +17,7 @@ import traceback
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Any, Iterator, List, Optional
 
 import typer
 from rich.console import Console
@@ -78,6 +78,11 @@ TimeoutOpt = typer.Option(None, "--timeout", min=0.1, metavar="S", help="With --
                           "stay silent (default 30 s on this machine or a private network, 120 s otherwise).")
 RetriesOpt = typer.Option(None, "--max-retries", min=0, metavar="N", help="With --base-url: tries after the first on "
                           "connection errors, 429 and 5xx (default 3).")
+FormatOpt = typer.Option(None, "--format", metavar="glm4|glm45", help="The model's chat format: glm4 "
+                         "(glm-4-9b-chat, GLM-4-0414) or glm45 (GLM-4.5/4.6/4.7). Default: read from a local "
+                         "checkpoint; glm4 for --backend completions.")
+ThinkingOpt = typer.Option(None, "--thinking", metavar="on|off", help="GLM-4.5+ models: think before answering "
+                           "(default on).")
 NoStreamOpt = typer.Option(False, "--no-stream", help="With --base-url: ask for whole answers instead of a stream.")
 FileOpt = typer.Option(None, "--file", "-f", metavar="PATH", help="A file or folder to hand in (repeatable): copied to /mnt/data for "
                                                   "the python tool, or read as a document without it.")
@@ -96,14 +101,16 @@ def run(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON event per line; the last is the result."),
     transcript: Optional[Path] = TranscriptOpt, system_prompt: Optional[str] = SystemOpt, yes: bool = YesOpt,
     file: Optional[List[Path]] = FileOpt, workdir: Optional[Path] = WorkdirOpt, timeout: Optional[float] = TimeoutOpt,
-    max_retries: Optional[int] = RetriesOpt, no_stream: bool = NoStreamOpt, debug: bool = DebugOpt,
+    max_retries: Optional[int] = RetriesOpt, no_stream: bool = NoStreamOpt, chat_format: Optional[str] = FormatOpt,
+    thinking: Optional[str] = ThinkingOpt, debug: bool = DebugOpt,
 ) -> None:
     """Run one task and print the answer."""
     with _errors(debug):
         task = _read_task(task, task_file)
         agent = _build_agent(model, base_url, api_key, backend, tools, tools_module, policy, max_steps, transcript,
                              system_prompt, yes, interactive=not json_output, files=file, workdir=workdir,
-                             served=_served_options(timeout, max_retries, no_stream))
+                             served=_served_options(timeout, max_retries, no_stream), chat_format=chat_format,
+                             thinking=_on_off(thinking))
         console = Console()
         display = EventDisplay(console, errors=err, code=_code_hints(agent))
         result = None
@@ -142,7 +149,8 @@ def chat(
     tools_module: Optional[List[str]] = ModuleOpt, policy: str = PolicyOpt, max_steps: Optional[int] = MaxStepsOpt,
     transcript: Optional[Path] = TranscriptOpt, system_prompt: Optional[str] = SystemOpt, yes: bool = YesOpt,
     file: Optional[List[Path]] = FileOpt, workdir: Optional[Path] = WorkdirOpt, timeout: Optional[float] = TimeoutOpt,
-    max_retries: Optional[int] = RetriesOpt, no_stream: bool = NoStreamOpt, debug: bool = DebugOpt,
+    max_retries: Optional[int] = RetriesOpt, no_stream: bool = NoStreamOpt, chat_format: Optional[str] = FormatOpt,
+    thinking: Optional[str] = ThinkingOpt, debug: bool = DebugOpt,
 ) -> None:
     """Talk with the agent over several turns.
 
@@ -152,7 +160,8 @@ def chat(
     with _errors(debug):
         agent = _build_agent(model, base_url, api_key, backend, tools, tools_module, policy, max_steps, transcript,
                              system_prompt, yes, interactive=True, files=file, workdir=workdir,
-                             served=_served_options(timeout, max_retries, no_stream))
+                             served=_served_options(timeout, max_retries, no_stream), chat_format=chat_format,
+                             thinking=_on_off(thinking))
         console = Console()
         display = EventDisplay(console, errors=err, code=_code_hints(agent))
         session = agent.chat()
@@ -332,7 +341,7 @@ def _build_agent(model: str | None, base_url: str | None, api_key: str | None, b
                  tools: str | None, tools_module: list[str] | None, policy: str, max_steps: int | None,
                  transcript: Path | None, system_prompt: str | None, yes: bool, interactive: bool,
                  files: list[Path] | None = None, workdir: Path | None = None,
-                 served: dict | None = None) -> Agent:
+                 served: dict | None = None, chat_format: str | None = None, thinking: bool | None = None) -> Agent:
     if api_key:
         hide_from_process_list(api_key)
     loaded_policy = load_policy(policy)
@@ -349,7 +358,8 @@ def _build_agent(model: str | None, base_url: str | None, api_key: str | None, b
                   transcript=transcript, workdir=workdir)
     try:  # the model last: a mistake in the flags above should not wait for weights to load
         agent.start()  # kernels warm while the model loads
-        agent.model = build_model(model, base_url, api_key, backend, **(served or {}))
+        agent.model = build_model(model, base_url, api_key, backend, chat_format=chat_format, thinking=thinking,
+                                  **(served or {}))
     except BaseException:
         agent.close()
         raise
@@ -363,25 +373,51 @@ def _served_options(timeout: float | None, max_retries: int | None, no_stream: b
 
 
 def build_model(model: str | None, base_url: str | None, api_key: str | None,
-                backend: Backend | None = None, **served: object) -> ChatModel:
+                backend: Backend | None = None, *, chat_format: str | None = None, thinking: bool | None = None,
+                **served: Any) -> ChatModel:
     """The backend the CLI flags describe: served (chat or completions) with --base-url, else local.
 
     ``served``: ``timeout``, ``max_retries``, ``stream`` for a served model (usage error without one).
+    ``chat_format`` and ``thinking``: the raw-prompt backends' format (a chat server applies its own
+    template; ``thinking`` then goes to it as ``chat_template_kwargs``).
     """
     from . import models
+    from .protocol.formats import chat_format as format_named
 
+    if chat_format is not None and chat_format not in ("glm4", "glm45"):
+        raise UsageError(f"--format {chat_format} is not a chat format: use glm4 or glm45.")
+    fmt = format_named(chat_format, thinking=thinking is not False) if chat_format else None
     if base_url:
         if not model:
             raise UsageError("--model is required with --base-url: give the name the server serves the model under.")
-        backend_class = models.CompletionsModel if backend == Backend.completions else models.OpenAIChatModel
-        return backend_class(base_url, model, api_key=api_key, **served)
+        if backend == Backend.completions:
+            return models.CompletionsModel(base_url, model, api_key=api_key,
+                                           chat_format=fmt or format_named("glm4", thinking=thinking is not False),
+                                           **served)
+        if fmt is not None:
+            raise UsageError("--format applies to --backend completions and local models: a chat server applies "
+                             "its own template.")
+        if thinking is not None:
+            served["extra_body"] = {"chat_template_kwargs": {"enable_thinking": thinking}}
+        return models.OpenAIChatModel(base_url, model, api_key=api_key, **served)
     if backend is not None or served:
         flags = "--backend" if backend is not None else "--timeout, --max-retries and --no-stream"
         verb = "applies" if backend is not None else "apply"
         raise UsageError(f"{flags} only {verb} to served models: add --base-url URL.")
-    local = models.TransformersModel(model) if model else models.TransformersModel()
+    options: dict[str, Any] = {"chat_format": fmt} if fmt is not None else {}
+    if fmt is None and thinking is False:
+        options["thinking"] = False
+    local = models.TransformersModel(model, **options) if model else models.TransformersModel(**options)
     local.load()  # now, with its progress bar, rather than in the middle of the first step
     return local
+
+
+def _on_off(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    if value not in ("on", "off"):
+        raise UsageError(f"--thinking takes on or off, not {value!r}.")
+    return value == "on"
 
 
 def _builtin_names(tools: str | None, policy: Policy) -> list[str]:

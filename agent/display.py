@@ -132,6 +132,8 @@ class EventDisplay:
             self.console.rule(f"[bold]Step {event.step}", style="dim")
             self._start_waiting()
         elif isinstance(event, ModelTurnEvent):
+            if event.turn.reasoning.strip():  # a thinking model's reasoning: dim, and folded when long
+                self.console.print(Text(_folded(event.turn.reasoning.strip()), style="dim italic"))
             if event.turn.tool_calls and event.turn.content.strip():
                 self.console.print(Text(event.turn.content.strip(), style="italic"))
         elif isinstance(event, ToolCallEvent):
@@ -219,6 +221,16 @@ class EventDisplay:
             self._progress.stop()
             self._progress = None
             self._tasks.clear()
+
+
+REASONING_LINES = 6
+
+
+def _folded(reasoning: str) -> str:
+    lines = reasoning.splitlines()
+    shown = "\n".join(lines[:REASONING_LINES])
+    more = len(lines) - REASONING_LINES
+    return "thinking: " + shown + (f"\n… ({more} more lines in the transcript)" if more > 0 else "")
 
 
 def error_line(message: str) -> Text:

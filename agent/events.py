@@ -17,6 +17,7 @@ class Step(BaseModel):
 
     index: int
     thought: str = ""
+    reasoning: str = ""  # a thinking model's <think> text (GLM-4.5+)
     tool_calls: list[ToolCall] = Field(default_factory=list)
     observations: list[Observation] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)

@@ -396,6 +396,7 @@ class ChatSession:
             result.steps.append(step)
             announce(StepStarted, step=index)
             turn = await self._model_turn(model, specs, step, announce)
+            step.reasoning = turn.reasoning
             if not turn.tool_calls:
                 result.answer = turn.answer or ""
                 return True, ""

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from hypothesis import given
 from hypothesis import strategies as st
 from test_parser_fuzz import PARAMETERS, SETTINGS, TOOL_NAME, same, values_for
@@ -121,3 +123,44 @@ def test_a_glm45_model_drives_the_loop_with_typed_arguments():
     assert result.answer == "Booked two nights." and seen == [{"city": "Oslo", "nights": 2, "extras": ["breakfast"]}]
     assert "<|observation|>\n<tool_response>\nbooked\n</tool_response><|assistant|>" in model.prompts[1]
     assert "<think>Book it.</think>" in model.prompts[1]  # kept: it belongs to the current user turn
+
+
+def test_the_format_comes_from_the_checkpoint():
+    from agent.protocol.formats import format_of_config
+
+    assert format_of_config({"architectures": ["Glm4MoeForCausalLM"], "model_type": "glm4_moe"}) == "glm45"
+    assert format_of_config({"model_type": "glm4_moe_lite"}) == "glm45"  # GLM-4.7-Flash
+    assert format_of_config({"architectures": ["GlmForCausalLM"], "model_type": "glm"}) == "glm4"  # glm-4-9b-chat-hf
+    assert format_of_config({"architectures": ["Glm4ForCausalLM"], "model_type": "glm4"}) == "glm4"  # GLM-4-0414
+
+
+def test_a_served_glm47_through_the_completions_backend(fake_server, tmp_path):
+    from fake_glm_server import Reply
+    from test_cli import MYTOOLS, agent_cli
+
+    (tmp_path / "mytools.py").write_text(MYTOOLS)
+    fake_server.script([
+        Reply(text="\n<think>Add them.</think>\n<tool_call>add<arg_key>a</arg_key><arg_value>2</arg_value>"
+                   "<arg_key>b</arg_key><arg_value>3</arg_value></tool_call>", stop="observation"),
+        Reply(text="\n<think></think>\nIt is 5.", stop="user")])
+    proc = agent_cli("run", "2+3?", "--base-url", fake_server.url, "--model", fake_server.model, "--backend",
+                     "completions", "--format", "glm45", "--tools-module", "mytools.py", "--thinking", "off",
+                     cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "It is 5." in proc.stdout
+    first, second = (post.prompt for post in fake_server.posts)
+    assert "<tools>\n" in first and first.endswith("2+3?/nothink<|assistant|>\n<think></think>")
+    assert "<|observation|>\n<tool_response>\n5\n</tool_response>" in second
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--format", "glm5"], "--format glm5 is not a chat format"),
+    (["--format", "glm45"], "--format applies to --backend completions"),
+    (["--thinking", "maybe"], "--thinking takes on or off"),
+])
+def test_format_flags_that_cannot_be(fake_server, flags, message):
+    from test_cli import agent_cli
+
+    proc = agent_cli("run", "hi", "--base-url", fake_server.url, "--model", fake_server.model, "--tools", "none",
+                     *flags)
+    assert proc.returncode == 2 and message in proc.stderr

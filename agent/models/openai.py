@@ -35,29 +35,34 @@ class OpenAIChatModel(ServedModel, ChatModel):
             fields["tools"] = [chat_tool(spec) for spec in tools]
         body = self.request_body(settings, **fields)
         if self.stream:
-            content, raw_calls, finish, usage = await self._read_stream(body, on_token)
+            content, reasoning, raw_calls, finish, usage = await self._read_stream(body, on_token)
         else:
             data = await self._http.post("chat/completions", body)
             choice = (data.get("choices") or [{}])[0]
             message = choice.get("message") or {}
             content, raw_calls = message.get("content") or "", message.get("tool_calls") or []
+            reasoning = message.get("reasoning_content") or ""  # vLLM/SGLang reasoning parsers put <think> here
             finish, usage = choice.get("finish_reason"), data.get("usage")
         calls = [tool_call(entry) for entry in raw_calls]
         if not calls:
             content, calls = _glm4_call_in_text(content, tools, finish)
-        return ModelTurn(content=content, tool_calls=calls, raw=content, stop_reason=_stop_reason(finish, calls),
-                         usage=usage_from(usage))
+        return ModelTurn(content=content, tool_calls=calls, reasoning=reasoning, raw=content,
+                         stop_reason=_stop_reason(finish, calls), usage=usage_from(usage))
 
     async def _read_stream(self, body: dict[str, Any], on_token: TokenCallback | None
-                           ) -> tuple[str, list[dict[str, Any]], str | None, dict[str, Any] | None]:
-        """Accumulate ``delta.content`` (handing each piece to ``on_token``) and ``delta.tool_calls`` by index."""
+                           ) -> tuple[str, str, list[dict[str, Any]], str | None, dict[str, Any] | None]:
+        """Accumulate ``delta.content`` (handing each piece to ``on_token``), ``delta.reasoning_content``
+        and ``delta.tool_calls`` by index."""
         pieces: list[str] = []
+        thinking: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
         finish = usage = None
         async for event in self._http.stream("chat/completions", body):
             usage = event.get("usage") or usage
             for choice in event.get("choices") or []:
                 delta = choice.get("delta") or {}
+                if delta.get("reasoning_content"):
+                    thinking.append(delta["reasoning_content"])
                 if delta.get("content"):
                     pieces.append(delta["content"])
                     if on_token is not None:
@@ -66,7 +71,7 @@ class OpenAIChatModel(ServedModel, ChatModel):
                     _merge_fragment(calls.setdefault(_fragment_index(calls, fragment), {}), fragment)
                 finish = choice.get("finish_reason") or finish
         raw_calls = [calls[index] for index in sorted(calls)]
-        return "".join(pieces), raw_calls, finish, usage
+        return "".join(pieces), "".join(thinking), raw_calls, finish, usage
 
 
 def _fragment_index(calls: dict[int, dict[str, Any]], fragment: dict[str, Any]) -> int:

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, cast
 from ..errors import ModelError, ModelNotFoundError
 from ..messages import ToolSpec
 from ..policy import ModelSettings
+from ..protocol import formats
 from ..protocol.format import ChatFormat
-from ..protocol.glm4 import GLM4
 from .base import Completion, RawPromptModel, StopReason, TokenCallback, Usage
 from .hub import hub_unavailable
 
@@ -62,14 +62,16 @@ class TransformersModel(RawPromptModel):
 
     def __init__(self, model_id_or_path: str | os.PathLike[str] = DEFAULT_MODEL, device: str | None = None,
                  dtype: str | torch.dtype | None = None, *, load_in_4bit: bool = False,
-                 reuse_cache: bool = True, trust_remote_code: bool = False, chat_format: ChatFormat = GLM4):
+                 reuse_cache: bool = True, trust_remote_code: bool = False, chat_format: ChatFormat | None = None,
+                 thinking: bool = True):
         self.model_id = str(model_id_or_path)
-        self.chat_format = chat_format
         self.requested_device, self.requested_dtype = device, dtype
         self.load_in_4bit = load_in_4bit
         self.reuse_cache = reuse_cache
         self.trust_remote_code = trust_remote_code
         self._source = _locate(self.model_id)  # fails now, not at the first step, when there are no weights
+        # The checkpoint says which format it was trained on (GLM-4, or GLM-4.5+ for the MoE family).
+        self.chat_format = chat_format or formats.chat_format(_checkpoint_format(self._source), thinking=thinking)
         self.model: Any = None
         self.tokenizer: Any = None
         self._stop_ids: dict[int, StopReason] = {}
@@ -281,6 +283,16 @@ class IncrementalDecoder:
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def _checkpoint_format(source: str) -> str:
+    """The chat format of a local folder or a cached hub checkpoint, from its config.json."""
+    if Path(source).is_dir():
+        return formats.format_of_checkpoint(source)
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(source, "config.json")
+    return formats.format_of_checkpoint(Path(cached).parent) if isinstance(cached, str) else "glm4"
 
 
 def _locate(model_id: str) -> str:

@@ -1,0 +1,47 @@
+"""The chat formats by name, and the one a checkpoint was trained on.
+
+>>> chat_format("glm45").label
+'GLM-4.5+'
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+from .format import ChatFormat
+from .glm4 import GLM4
+from .glm45 import GLM45Format
+
+NAMES = ("glm4", "glm45")
+# Architectures (config.json) of the GLM-4.5+ family: MoE models and their lite/vision variants.
+_GLM45_MODEL_TYPES = ("glm4_moe", "glm4_moe_lite", "glm4v_moe", "glm5")
+
+
+def chat_format(name: str, *, thinking: bool = True) -> ChatFormat:
+    """``glm4`` (glm-4-9b-chat, GLM-4-0414) or ``glm45`` (GLM-4.5, 4.6, 4.7; ``thinking`` on or off)."""
+    if name == "glm4":
+        return GLM4
+    if name == "glm45":
+        return GLM45Format(thinking=thinking)
+    raise ModelError(f"Unknown chat format {name!r}: choose from {', '.join(NAMES)}.")
+
+
+def format_of_config(config: dict[str, Any]) -> str:
+    """The format a checkpoint speaks, from its config: GLM-4.5+ for the MoE family, GLM-4 otherwise."""
+    model_type = str(config.get("model_type", ""))
+    architectures = " ".join(config.get("architectures") or [])
+    if model_type.startswith(_GLM45_MODEL_TYPES) or "Glm4Moe" in architectures:
+        return "glm45"
+    return "glm4"
+
+
+def format_of_checkpoint(path: str | Path) -> str:
+    """:func:`format_of_config` for a local checkpoint folder (``glm4`` when its config cannot be read)."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "glm4"
+    return format_of_config(config if isinstance(config, dict) else {})
