@@ -1,6 +1,7 @@
 """The GLM-4.5+ format (issue 13, first step): XML calls and thinking, rendered and read back exactly."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +165,63 @@ def test_format_flags_that_cannot_be(fake_server, flags, message):
     proc = agent_cli("run", "hi", "--base-url", fake_server.url, "--model", fake_server.model, "--tools", "none",
                      *flags)
     assert proc.returncode == 2 and message in proc.stderr
+
+
+TEMPLATE = (Path(__file__).parent / "glm45_template.jinja").read_text(encoding="utf-8")
+WEATHER = ToolSpec(name="get_weather", description="天气 / weather", parameters={
+    "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"},
+                                     "hourly": {"type": "boolean"}}, "required": ["city"]})
+
+
+def template_messages(messages):
+    """The conversation as a GLM-4.5 chat template takes it (transformers' message dicts)."""
+    out = []
+    for m in messages:
+        if m.role == "observation":
+            out.append({"role": "tool", "content": m.content})
+        elif m.role == "assistant":
+            calls = [{"type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in m.tool_calls]
+            out.append({"role": "assistant", "content": m.content, "reasoning_content": m.reasoning,
+                        **({"tool_calls": calls} if calls else {})})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
+
+
+def call(name, **arguments):
+    return ToolCall(id=name, name=name, arguments=arguments, syntax="json")
+
+
+GLM45_CONVERSATIONS = {
+    "first turn with tools": ([Message(role="user", content="北京今天天气怎么样？")], [WEATHER]),
+    "no tools, a system prompt": ([Message(role="system", content="Answer briefly."),
+                                   Message(role="user", content="hi")], []),
+    "calls, results and an answer, then a new question": ([
+        Message(role="user", content="Weather in Oslo and Rome for 2 days?"),
+        Message(role="assistant", content="Checking both.", reasoning="Two cities: two calls.",
+                tool_calls=[call("get_weather", city="Oslo", days=2, hourly=False), call("get_weather", city="Rome")]),
+        Message(role="observation", content='{"temp": 3}'),
+        Message(role="observation", content='{"temp": 18}'),
+        Message(role="assistant", content="Oslo 3°C, Rome 18°C.", reasoning="Both answered."),
+        Message(role="user", content="And tomorrow? 😀"),
+    ], [WEATHER]),
+    "reasoning of the current turn is kept": ([
+        Message(role="user", content="Weather?"),
+        Message(role="assistant", reasoning="  Need a city.  ", tool_calls=[call("get_weather", city="Paris")]),
+        Message(role="observation", content="sunny"),
+    ], [WEATHER]),
+}
+
+
+@pytest.mark.parametrize("thinking", [True, False])
+@pytest.mark.parametrize("name", list(GLM45_CONVERSATIONS))
+def test_rendering_equals_the_chat_template_byte_for_byte(name, thinking):
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    messages, tools = GLM45_CONVERSATIONS[name]
+    entries = [{"type": "function", "function": spec.model_dump(include={"name", "description", "parameters"})}
+               for spec in tools]
+    rendered, _ = render_jinja_template(conversations=[template_messages(messages)], tools=entries or None,
+                                        chat_template=TEMPLATE, add_generation_prompt=True,
+                                        **({} if thinking else {"enable_thinking": False}))
+    assert GLM45Format(thinking=thinking).render(messages, tools) == rendered[0]
