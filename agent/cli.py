@@ -347,6 +347,8 @@ def _build_agent(model: str | None, base_url: str | None, api_key: str | None, b
     loaded_policy = load_policy(policy)
     if max_steps is not None:
         loaded_policy = loaded_policy.with_section("agent", max_steps=max_steps)
+    if thinking is not None:
+        loaded_policy = loaded_policy.with_section("model", thinking=thinking)
     collect_files(files or [], loaded_policy.files)  # a bad path is reported now, before a model loads
     if workdir is not None and workdir.exists() and not workdir.is_dir():
         raise UsageError(f"--workdir {workdir} is not a folder: give a folder (it is created if missing).")
@@ -358,8 +360,7 @@ def _build_agent(model: str | None, base_url: str | None, api_key: str | None, b
                   transcript=transcript, workdir=workdir)
     try:  # the model last: a mistake in the flags above should not wait for weights to load
         agent.start()  # kernels warm while the model loads
-        agent.model = build_model(model, base_url, api_key, backend, chat_format=chat_format, thinking=thinking,
-                                  **(served or {}))
+        agent.model = build_model(model, base_url, api_key, backend, chat_format=chat_format, **(served or {}))
     except BaseException:
         agent.close()
         raise
@@ -373,40 +374,33 @@ def _served_options(timeout: float | None, max_retries: int | None, no_stream: b
 
 
 def build_model(model: str | None, base_url: str | None, api_key: str | None,
-                backend: Backend | None = None, *, chat_format: str | None = None, thinking: bool | None = None,
-                **served: Any) -> ChatModel:
+                backend: Backend | None = None, *, chat_format: str | None = None, **served: Any) -> ChatModel:
     """The backend the CLI flags describe: served (chat or completions) with --base-url, else local.
 
     ``served``: ``timeout``, ``max_retries``, ``stream`` for a served model (usage error without one).
-    ``chat_format`` and ``thinking``: the raw-prompt backends' format (a chat server applies its own
-    template; ``thinking`` then goes to it as ``chat_template_kwargs``).
+    ``chat_format``: the raw-prompt backends' format (a chat server applies its own template).
     """
     from . import models
     from .protocol.formats import chat_format as format_named
 
     if chat_format is not None and chat_format not in ("glm4", "glm45"):
         raise UsageError(f"--format {chat_format} is not a chat format: use glm4 or glm45.")
-    fmt = format_named(chat_format, thinking=thinking is not False) if chat_format else None
+    fmt = format_named(chat_format) if chat_format else None
     if base_url:
         if not model:
             raise UsageError("--model is required with --base-url: give the name the server serves the model under.")
         if backend == Backend.completions:
-            return models.CompletionsModel(base_url, model, api_key=api_key,
-                                           chat_format=fmt or format_named("glm4", thinking=thinking is not False),
+            return models.CompletionsModel(base_url, model, api_key=api_key, chat_format=fmt or format_named("glm4"),
                                            **served)
         if fmt is not None:
             raise UsageError("--format applies to --backend completions and local models: a chat server applies "
                              "its own template.")
-        if thinking is not None:
-            served["extra_body"] = {"chat_template_kwargs": {"enable_thinking": thinking}}
         return models.OpenAIChatModel(base_url, model, api_key=api_key, **served)
     if backend is not None or served:
         flags = "--backend" if backend is not None else "--timeout, --max-retries and --no-stream"
         verb = "applies" if backend is not None else "apply"
         raise UsageError(f"{flags} only {verb} to served models: add --base-url URL.")
     options: dict[str, Any] = {"chat_format": fmt} if fmt is not None else {}
-    if fmt is None and thinking is False:
-        options["thinking"] = False
     local = models.TransformersModel(model, **options) if model else models.TransformersModel(**options)
     local.load()  # now, with its progress bar, rather than in the middle of the first step
     return local

@@ -154,6 +154,16 @@ def test_a_served_glm47_through_the_completions_backend(fake_server, tmp_path):
     assert "<|observation|>\n<tool_response>\n5\n</tool_response>" in second
 
 
+def test_thinking_off_reaches_a_chat_server_as_its_template_switch(fake_server):
+    from test_cli import agent_cli
+
+    fake_server.script(["\nHello."])
+    proc = agent_cli("run", "hi", "--base-url", fake_server.url, "--model", fake_server.model, "--tools", "none",
+                     "--thinking", "off")
+    assert proc.returncode == 0, proc.stderr
+    assert fake_server.posts[0].body["chat_template_kwargs"] == {"enable_thinking": False}
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--format", "glm5"], "--format glm5 is not a chat format"),
     (["--format", "glm45"], "--format applies to --backend completions"),

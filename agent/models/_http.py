@@ -385,6 +385,8 @@ class ServedModel:
         }
         if self.stream:
             body["stream_options"] = {"include_usage": True}  # the usage arrives in a last chunk
+        if settings.thinking is not None:  # vLLM and SGLang pass it to the model's chat template
+            body["chat_template_kwargs"] = {"enable_thinking": settings.thinking}
         body.update(self.extra_body)
         return body
 

@@ -81,9 +81,10 @@ class RawPromptModel(ChatModel):
 
     async def generate(self, messages: list[Message], tools: list[ToolSpec], settings: ModelSettings,
                        on_token: TokenCallback | None = None) -> ModelTurn:
-        prompt = self.chat_format.render(messages, tools)
+        chat_format = self.chat_format.configured(settings.thinking)
+        prompt = chat_format.render(messages, tools)
         completion = await self.complete(prompt, settings, on_token, tools=tools)
-        return turn_from_completion(completion, tools, self.chat_format)
+        return turn_from_completion(completion, tools, chat_format)
 
 
 GLM4Model = RawPromptModel  # its name before there was a second format

@@ -54,6 +54,11 @@ class ChatFormat(abc.ABC):
     def parse(self, text: str, tool_names: Iterable[str], stop_reason: str | None = None) -> ParsedTurn:
         """Read a completion. Never raises: what cannot be read is text, or a call the registry will refuse."""
 
+    def configured(self, thinking: bool | None) -> "ChatFormat":
+        """This format with the policy's ``[model] thinking`` applied (unset: as it is). Formats without
+        thinking ignore it."""
+        return self
+
     @abc.abstractmethod
     def call_body_start(self, segment: str) -> tuple[str, int] | None:
         """In the text of the current assistant segment (after ``turn_start``), the tool being called and

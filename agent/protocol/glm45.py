@@ -49,6 +49,9 @@ class GLM45Format(ChatFormat):
     def __init__(self, thinking: bool = True):
         self.thinking = thinking
 
+    def configured(self, thinking: bool | None) -> "GLM45Format":
+        return self if thinking is None or thinking == self.thinking else GLM45Format(thinking=thinking)
+
     def render(self, messages: list[Message], tools: list[ToolSpec] | None = None,
                add_generation_prompt: bool = True) -> str:
         parts = [BOS]
