@@ -13,6 +13,7 @@ outputs are identical; in bf16 (the CUDA default) a prefill in pieces rounds dif
 whole, so a random model's near-tied greedy choices may differ ("outputs identical: False").
 
     python benchmarks/kv_reuse.py                         # tiny GLM on CPU (seconds)
+    python benchmarks/kv_reuse.py --format glm45          # a tiny GLM-4.5 (MoE) in its own XML format
     python benchmarks/kv_reuse.py --size 1b --device cuda # ~1.3B-parameter random GLM on a GPU
 """
 
@@ -29,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the ti
 
 from tiny_glm import build_tiny_glm
 
+from agent.builtins import builtin_class
 from agent.messages import Message, ToolSpec
 from agent.models.base import Usage, turn_from_completion
 from agent.models.transformers import TransformersModel
 from agent.policy import ModelSettings
-from agent.protocol import glm4
+from agent.protocol.formats import chat_format
 
 SIZES = {  # random GLMs with GLM-4-9B's attention layout (GQA with 2 KV heads, partial RoPE); 1b: its vocabulary
     "tiny": {"hidden_size": 256, "num_layers": 4, "num_heads": 8, "num_kv_heads": 2, "intermediate_size": 688,
@@ -41,7 +43,7 @@ SIZES = {  # random GLMs with GLM-4-9B's attention layout (GQA with 2 KV heads, 
     "1b": {"hidden_size": 2048, "num_layers": 16, "num_heads": 16, "num_kv_heads": 2, "intermediate_size": 5632,
            "vocab_size": 151552, "max_positions": 32768},
 }
-TOOLS = [ToolSpec(name="python", builtin="python"), ToolSpec(name="simple_browser", builtin="simple_browser")]
+TOOLS = [ToolSpec(name=name, builtin=name, prompt=builtin_class(name).builtin_prompt) for name in ("python", "simple_browser")]
 OBSERVATION = ("Result of step {step}: the search returned ten pages about GLM-4 All Tools, python "
                "sandboxes, browsers and image generation; the first page says the model reads tool "
                "output as observations and answers once it has enough information. ")
@@ -55,17 +57,17 @@ def observation_text(step: int, words: int) -> str:
 
 
 async def trajectory(model: TransformersModel, steps: int, settings: ModelSettings,
-                     observation_words: int) -> tuple[list[str], Usage, float, int]:
+                     observation_words: int) -> tuple[list[str], Usage, float, int]:  # in the model's format
     """Run the steps; return each step's raw output, the summed usage, the wall time, the last prompt's size."""
     model.reset_cache()
     messages = [Message(role="user", content="Find out what GLM-4 All Tools can do and summarise it.")]
     outputs, usage = [], Usage()
     started = time.perf_counter()
     for step in range(steps):
-        completion = await model.complete(glm4.render_prompt(messages, TOOLS), settings)
+        completion = await model.complete(model.chat_format.render(messages, TOOLS), settings)
         outputs.append(completion.text)
         usage = usage + completion.usage
-        messages.append(turn_from_completion(completion, TOOLS).as_message())
+        messages.append(turn_from_completion(completion, TOOLS, model.chat_format).as_message())
         messages.append(Message(role="observation", content=observation_text(step, observation_words)))
     return outputs, usage, time.perf_counter() - started, completion.usage.prompt_tokens
 
@@ -78,15 +80,20 @@ async def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
     parser.add_argument("--device", default=None, help="cpu, cuda… (default: cuda when there is one)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 (default: bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--format", choices=["glm4", "glm45"], default="glm4",
+                        help="glm4: a GLM-4 (GlmForCausalLM); glm45: a GLM-4.5 mixture of experts, XML calls")
     args = parser.parse_args()
 
     settings = ModelSettings(max_new_tokens=args.new_tokens)
     with tempfile.TemporaryDirectory() as tmp:
         build_dtype = "bfloat16" if args.size == "1b" else "float32"  # 1b: half the bytes to write and read
-        directory = build_tiny_glm(Path(tmp) / args.size, dtype=build_dtype, **SIZES[args.size])
-        model = TransformersModel(directory, device=args.device, dtype=args.dtype)
+        architecture = "glm4_moe" if args.format == "glm45" else "glm"
+        directory = build_tiny_glm(Path(tmp) / args.size, dtype=build_dtype, architecture=architecture,
+                                   **SIZES[args.size])
+        model = TransformersModel(directory, device=args.device, dtype=args.dtype, chat_format=chat_format(args.format))
         weights = model.load()
-        print(f"model: {type(weights).__name__} {weights.num_parameters() / 1e6:.1f}M parameters on "
+        print(f"model: {type(weights).__name__} {weights.num_parameters() / 1e6:.1f}M parameters, "
+              f"{model.chat_format.label} format, on "
               f"{weights.device} ({str(weights.dtype).removeprefix('torch.')}); {args.steps} steps, "
               f"<= {args.new_tokens} new tokens and {args.observation_words}-word observations per step")
 

@@ -235,3 +235,20 @@ def test_rendering_equals_the_chat_template_byte_for_byte(name, thinking):
                                         chat_template=TEMPLATE, add_generation_prompt=True,
                                         **({} if thinking else {"enable_thinking": False}))
     assert GLM45Format(thinking=thinking).render(messages, tools) == rendered[0]
+
+
+async def test_a_tiny_glm45_checkpoint_is_read_in_its_own_format_and_reuses_its_cache(tmp_path):
+    """A GLM-4.5-architecture (MoE) checkpoint: the format comes from its config, steps reuse the KV cache."""
+    from tiny_glm import build_tiny_glm
+
+    from agent.models import TransformersModel
+    from agent.policy import ModelSettings
+
+    model = TransformersModel(build_tiny_glm(tmp_path / "moe", architecture="glm4_moe"))
+    assert model.chat_format.name == "glm45"
+    settings = ModelSettings(max_new_tokens=8)
+    messages = [Message(role="user", content="What is 2 plus 3?")]
+    first = await model.generate(messages, [WEATHER], settings)
+    messages += [first.as_message(), Message(role="observation", content="5"), Message(role="user", content="And?")]
+    second = await model.generate(messages, [WEATHER], settings)
+    assert second.usage.reused_tokens > 0 and second.usage.prefilled_tokens < second.usage.prompt_tokens

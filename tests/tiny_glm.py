@@ -64,15 +64,25 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
     return tokenizer.convert_tokens_to_ids(list(glm4.STOP_TOKENS))
 
 
-def tiny_glm_config(tokenizer: PreTrainedTokenizerFast, *, architecture: Literal["glm", "glm4"] = "glm",
+Architecture = Literal["glm", "glm4", "glm4_moe"]
+
+
+def tiny_glm_config(tokenizer: PreTrainedTokenizerFast, *, architecture: Architecture = "glm",
                     hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2,
                     intermediate_size: int = 128, initializer_range: float = 0.2, max_positions: int = 4096,
                     vocab_size: int | None = None):
-    """A GLM-4 config shrunk to test size, with the real model's shape of attention (GQA, partial RoPE)."""
-    from transformers import Glm4Config, GlmConfig
+    """A GLM config shrunk to test size, with the real model's shape of attention (GQA, partial RoPE).
 
-    config_cls = GlmConfig if architecture == "glm" else Glm4Config
-    return config_cls(
+    ``glm`` is glm-4-9b-chat's ``GlmForCausalLM``, ``glm4`` GLM-4-0414's ``Glm4ForCausalLM``, ``glm4_moe``
+    the GLM-4.5 family's mixture of experts (``Glm4MoeForCausalLM``: a dense first layer, then routed and
+    shared experts).
+    """
+    from transformers import Glm4Config, Glm4MoeConfig, GlmConfig
+
+    config_cls = {"glm": GlmConfig, "glm4": Glm4Config, "glm4_moe": Glm4MoeConfig}[architecture]
+    experts = ({"moe_intermediate_size": intermediate_size // 4, "n_routed_experts": 4, "num_experts_per_tok": 2,
+                "n_shared_experts": 1, "first_k_dense_replace": 1} if architecture == "glm4_moe" else {})
+    return config_cls(**experts,
         vocab_size=vocab_size or len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
         head_dim=hidden_size // num_heads, max_position_embeddings=max_positions,
@@ -82,11 +92,12 @@ def tiny_glm_config(tokenizer: PreTrainedTokenizerFast, *, architecture: Literal
     )
 
 
-def build_tiny_glm(directory: str | Path, *, architecture: Literal["glm", "glm4"] = "glm", seed: int = 0,
+def build_tiny_glm(directory: str | Path, *, architecture: Architecture = "glm", seed: int = 0,
                    tokenizer: PreTrainedTokenizerFast | None = None, dtype: str = "float32",
                    **config_overrides) -> Path:
-    """Save a random tiny GLM-4 (``GlmForCausalLM``, or ``Glm4ForCausalLM`` with ``architecture="glm4"``)
-    and its tokenizer under ``directory``; returns the directory, ready for ``from_pretrained``.
+    """Save a random tiny GLM (``GlmForCausalLM``; ``architecture="glm4"``: ``Glm4ForCausalLM``;
+    ``"glm4_moe"``: GLM-4.5's ``Glm4MoeForCausalLM``) and its tokenizer under ``directory``; returns the
+    directory, ready for ``from_pretrained``.
 
     ``config_overrides`` (``hidden_size``, ``num_layers``…) also build bigger random GLMs for benchmarks.
     """
