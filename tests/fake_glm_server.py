@@ -55,6 +55,7 @@ class Reply:
     stop: str | None = None
     stop_reason: Any = "derive"
     content: str | None = None
+    reasoning: str | None = None  # sent as reasoning_content, as vLLM's and SGLang's reasoning parsers do
     tool_calls: list[tuple[str, Any]] = field(default_factory=list)
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
@@ -252,11 +253,14 @@ class _Handler(BaseHTTPRequestHandler):
         base = {"id": "chatcmpl-fake", "model": body["model"]}
         if not body.get("stream"):
             message = {"role": "assistant", "content": content or None}
+            if reply.reasoning:
+                message["reasoning_content"] = reply.reasoning
             if calls:
                 message["tool_calls"] = calls
             return self._json(200, {**base, "object": "chat.completion", "usage": usage,
                                     "choices": [{"index": 0, "message": message, "finish_reason": finish}]})
         deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+        deltas += [{"reasoning_content": piece} for piece in _pieces(reply.reasoning or "")]
         deltas += [{"content": piece} for piece in _pieces(content)]
         size = self.fake.chunk_chars
         for index, call in enumerate(calls):

@@ -252,3 +252,23 @@ async def test_a_tiny_glm45_checkpoint_is_read_in_its_own_format_and_reuses_its_
     messages += [first.as_message(), Message(role="observation", content="5"), Message(role="user", content="And?")]
     second = await model.generate(messages, [WEATHER], settings)
     assert second.usage.reused_tokens > 0 and second.usage.prefilled_tokens < second.usage.prompt_tokens
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_chat_server_with_glm45_parsers_gives_reasoning_and_native_calls(fake_server, stream):
+    """vLLM with --tool-call-parser glm47 --reasoning-parser glm45: calls arrive as tool_calls, thinking apart."""
+    from fake_glm_server import Reply
+
+    from agent.models import OpenAIChatModel
+
+    seen = []
+    weather = Tool.from_schema({"name": "get_weather", "parameters": WEATHER.parameters},
+                               lambda args: seen.append(args) or "sunny")
+    fake_server.script([Reply(reasoning="Need the weather.", tool_calls=[("get_weather", {"city": "Oslo", "days": 2})]),
+                        Reply(reasoning="Got it.", content="Sunny in Oslo.")])
+    model = OpenAIChatModel(fake_server.url, fake_server.model, stream=stream)
+    async with Agent(model=model, tools=[weather]) as agent:
+        result = await agent.arun("Weather in Oslo?")
+    assert result.answer == "Sunny in Oslo." and seen == [{"city": "Oslo", "days": 2}]
+    assert [step.reasoning for step in result.steps] == ["Need the weather.", "Got it."]
+
