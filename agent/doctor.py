@@ -1,27 +1,28 @@
 """``agent doctor``: what this machine offers the agent, each finding with its fix.
 
-Checks the kernel's interpreter, the sandbox tiers, cgroups, the GPU, local weights and the search
-backend's settings. Nothing is changed and nothing is downloaded; the hub is not contacted.
+Checks the GPU and the local model's weights, and asks each installed built-in for its own checks
+(``Tool.doctor``: the python tool's interpreter, sandbox tiers and cgroups, cogview's weights, the
+browser's search backend). Nothing is changed and nothing is downloaded; the hub is not contacted.
 
 >>> [f.check for f in diagnose(Policy())]          # doctest: +SKIP
-['interpreter', 'sandbox', 'sandbox tier bwrap', 'sandbox tier landlock', 'cgroups', 'gpu', ...]
+['gpu', 'local model weights', 'interpreter', 'sandbox', 'sandbox tier bwrap', 'sandbox tier landlock', ...]
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
-import os
 import shutil
 from pathlib import Path
 from typing import Callable, Literal
 
 from pydantic import BaseModel
 
+from .builtins import builtin_class, builtin_names
+from .errors import ToolDefinitionError
 from .policy import Policy
 
 Status = Literal["ok", "warn", "fail"]
-PER_PROCESS_FIX = ("to bound a kernel in all, lower [sandbox] max_processes: memory_mb and cpu_seconds apply "
-                   "to each of its processes")
 
 
 class Finding(BaseModel):
@@ -36,84 +37,31 @@ class Finding(BaseModel):
 def diagnose(policy: Policy) -> list[Finding]:
     """Every check, in the order people read them; a check that crashes is a finding, not an exception."""
     findings: list[Finding] = []
-    checks: list[Callable[[Policy], list[Finding]]] = [_interpreter, _sandbox, _cgroups, _gpu, _weights, _search]
+    checks: list[Callable[[Policy], list[Finding]]] = [_gpu, _weights, *_builtin_checks(policy)]
     for check in checks:
         try:
             findings += check(policy)
         except Exception as exc:  # the doctor reports; it does not fall over
-            findings.append(Finding(check=check.__name__.strip("_"), status="fail",
+            name = getattr(check, "__qualname__", "a built-in's check").split(".")[0].strip("_")
+            findings.append(Finding(check=name, status="fail",
                                     detail=f"the check itself failed: {type(exc).__name__}: {exc}"))
     return findings
 
 
-def _interpreter(policy: Policy) -> list[Finding]:
-    from sandbox import SandboxUnavailableError, find_interpreter
-
-    try:
-        python = find_interpreter(policy.sandbox.python)
-    except SandboxUnavailableError as exc:
-        return [Finding(check="interpreter", status="fail", detail=str(exc),
-                        fix="set [sandbox] python to a Python interpreter's full path")]
-    where = f"Python {python.version} at {python.executable}"
-    if not python.has_ipykernel:
-        return [Finding(check="interpreter", status="fail", detail=f"{where} has no ipykernel",
-                        fix=f"{python.executable} -m pip install ipykernel")]
-    return [Finding(check="interpreter", status="ok",
-                    detail=f"{where}; the python tool's kernel sees its packages (read-only)")]
+def _builtin_checks(policy: Policy) -> list[Callable[[Policy], list[Finding]]]:
+    """Each installed built-in's own checks (``Tool.doctor``), the enabled ones first, in their order."""
+    names = [*policy.tools.enabled, *(name for name in builtin_names() if name not in policy.tools.enabled)]
+    checks: list[Callable[[Policy], list[Finding]]] = []
+    for name in names:
+        try:
+            checks.append(builtin_class(name).doctor)
+        except ToolDefinitionError as exc:
+            checks.append(functools.partial(_broken, name, str(exc)))
+    return checks
 
 
-def _sandbox(policy: Policy) -> list[Finding]:
-    from sandbox import SandboxUnavailableError, describe_isolation, tier_problem
-    from sandbox.isolation import INSTALL_HINT
-
-    settings = policy.sandbox
-    try:
-        in_force = Finding(check="sandbox", status="ok",
-                           detail=f"isolation = {settings.isolation!r}: {describe_isolation(settings.isolation, settings.python)}")
-        if settings.isolation == "none":
-            in_force = in_force.model_copy(update={"status": "warn", "fix": "set [sandbox] isolation = 'auto'"})
-    except SandboxUnavailableError as exc:
-        in_force = Finding(check="sandbox", status="fail", detail=str(exc), fix=INSTALL_HINT)
-    fixes = {"bwrap": INSTALL_HINT, "landlock": "Linux 6.7 or newer with landlock in the LSM list (lsm= boot option)"}
-    tiers = []
-    for tier, fix in fixes.items():
-        problem = tier_problem(tier, settings.python)
-        tiers.append(Finding(check=f"sandbox tier {tier}", status="ok" if problem is None else "warn",
-                             detail="works here" if problem is None else problem, fix="" if problem is None else fix))
-    return [in_force, *tiers]
-
-
-def _cgroups(policy: Policy) -> list[Finding]:
-    """Whether each kernel gets a cgroup (memory, processes, CPU for all its processes together)."""
-    from sandbox.cgroups import cgroup_problem
-
-    problem = cgroup_problem()
-    mounts = _cgroup_mounts()
-    seen = ", ".join([*(f"v2 at {path}" for path in mounts.get("cgroup2", [])),
-                      *([f"v1 {', '.join(sorted(mounts['cgroup']))}"] if "cgroup" in mounts else [])]) or "none mounted"
-    if problem is None:
-        return [Finding(check="cgroups", status="ok",
-                        detail=f"each kernel gets a cgroup: memory_mb, max_processes and cpu_seconds bound all its "
-                               f"processes together (cgroups: {seen})")]
-    return [Finding(check="cgroups", status="warn",
-                    detail=f"no per-kernel cgroup ({problem}); memory_mb and cpu_seconds then apply to each process "
-                           f"of a kernel separately (cgroups: {seen})", fix=PER_PROCESS_FIX)]
-
-
-def _cgroup_mounts() -> dict[str, list[str]]:
-    """Mount points of cgroup2, and the controllers of cgroup v1 mounts, from /proc/self/mounts."""
-    found: dict[str, list[str]] = {}
-    try:
-        lines = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return found
-    for line in lines:
-        fields = line.split()
-        if len(fields) >= 4 and fields[2] == "cgroup2":
-            found.setdefault("cgroup2", []).append(fields[1])
-        elif len(fields) >= 4 and fields[2] == "cgroup":
-            found.setdefault("cgroup", []).append(os.path.basename(fields[1]))
-    return found
+def _broken(name: str, why: str, policy: Policy) -> list[Finding]:
+    return [Finding(check=name, status="fail", detail=why, fix="reinstall the package that provides it, or remove it")]
 
 
 def _gpu(policy: Policy) -> list[Finding]:
@@ -134,45 +82,24 @@ def _gpu(policy: Policy) -> list[Finding]:
 def _weights(policy: Policy) -> list[Finding]:
     from .models.transformers import DEFAULT_MODEL
 
-    findings = []
-    for check, model, hint in (("local model weights", DEFAULT_MODEL, "or pass --model /path, or --base-url"),
-                               ("cogview weights", policy.cogview.model, "or set [cogview] model to a local folder")):
-        if Path(model).expanduser().is_dir():
-            findings.append(Finding(check=check, status="ok", detail=f"{model} is a local folder"))
-            continue
-        try:
-            from huggingface_hub import try_to_load_from_cache
+    return [weights_finding("local model weights", DEFAULT_MODEL, "config.json", "or pass --model /path, or --base-url")]
 
-            cached = isinstance(try_to_load_from_cache(model, "model_index.json" if check.startswith("cog")
-                                                       else "config.json"), str)
-        except Exception:  # not an id the hub would take
-            cached = False
-        findings.append(Finding(check=check, status="ok" if cached else "warn",
-                                detail=f"{model} is {'in' if cached else 'not in'} the Hugging Face cache",
-                                fix="" if cached else f"{_hub_cli()} download {model} ({hint})"))
-    return findings
+
+def weights_finding(check: str, model: str, marker: str, hint: str) -> Finding:
+    """Whether ``model`` (a folder or a hub id, recognised by its ``marker`` file) is on this machine."""
+    if Path(model).expanduser().is_dir():
+        return Finding(check=check, status="ok", detail=f"{model} is a local folder")
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = isinstance(try_to_load_from_cache(model, marker), str)
+    except Exception:  # not an id the hub would take
+        cached = False
+    return Finding(check=check, status="ok" if cached else "warn",
+                   detail=f"{model} is {'in' if cached else 'not in'} the Hugging Face cache",
+                   fix="" if cached else f"{_hub_cli()} download {model} ({hint})")
 
 
 def _hub_cli() -> str:
     """The Hugging Face command this machine has: ``hf`` (huggingface_hub 1.0+) or the older ``huggingface-cli``."""
     return "hf" if shutil.which("hf") or not shutil.which("huggingface-cli") else "huggingface-cli"
-
-
-def _search(policy: Policy) -> list[Finding]:
-    from tools.browser.search import API_KEY_ENV
-
-    settings = policy.browser
-    name = settings.search_backend
-    if name in API_KEY_ENV:
-        variables = API_KEY_ENV[name]
-        if not any(os.environ.get(var) for var in variables):
-            return [Finding(check="search", status="fail", detail=f"search_backend = {name!r} but {variables[0]} is not set",
-                            fix=f"export {variables[0]}=..., or set [browser] search_backend to another backend")]
-        return [Finding(check="search", status="ok", detail=f"{name}, key from {variables[0]}")]
-    if name == "searxng" and not settings.searxng_url:
-        return [Finding(check="search", status="fail", detail="search_backend = 'searxng' without searxng_url",
-                        fix="set [browser] searxng_url = 'http://your-searxng:8080'")]
-    if name == "duckduckgo":
-        return [Finding(check="search", status="warn", detail="duckduckgo: no key needed, but it rate-limits and may "
-                        "answer with a CAPTCHA", fix="for steady use, run SearXNG or set a Brave or Tavily key")]
-    return [Finding(check="search", status="ok", detail=f"{name} at {settings.searxng_url}")]

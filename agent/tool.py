@@ -205,6 +205,12 @@ class Tool:
         """
         return None
 
+    @classmethod
+    def doctor(cls, policy: Any) -> list[Any]:
+        """``agent doctor``'s checks of what this tool needs from the machine (a list of
+        :class:`~agent.doctor.Finding`), for the ``policy`` it would run under; none by default."""
+        return []
+
     async def start(self) -> None:
         """Get ready ahead of the first call (warm a kernel, say). :meth:`Agent.start` calls it; the
         constructor must start nothing, so that making a tool costs nothing until it is used."""

@@ -42,6 +42,12 @@ class ShellTool(Tool):
     def __init__(self, policy=None):
         self.settings = policy.shell
 
+    @classmethod
+    def doctor(cls, policy):
+        from agent.doctor import Finding
+
+        return [Finding(check="shell greeting", status="ok", detail=f"greets with {policy.shell.greeting!r}")]
+
     def parse_body(self, body):
         return {"text": body.strip()}
 
@@ -81,6 +87,11 @@ def test_a_fourth_builtin_from_a_package_outside_the_core(shell_installed, tmp_p
     assert result.steps[0].observations[0].content == "hello world"
     prompt = render_prompt(model.seen[0], agent.tools.specs())
     assert "\n## shell\n\nSend a line of text to `shell`; it answers with a greeting." in prompt
+
+    from agent.doctor import diagnose
+
+    found = {finding.check: finding for finding in diagnose(policy)}  # its own check, beside the core's
+    assert found["shell greeting"].detail == "greets with 'hello'" and "gpu" in found and "interpreter" in found
 
     path.write_text("[shell]\ngreting = 'hello'\n")
     with pytest.raises(PolicyError, match="unknown key 'shell.greting'"):

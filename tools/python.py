@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from agent.doctor import Finding
 from agent.errors import FileInputError, ToolError
 from agent.files import InputFile, media_type, private_dir
 from agent.messages import Artifact
@@ -81,6 +84,10 @@ class PythonTool(Tool):
         if not code.strip():
             raise ValueError("there is no code: send the Python code itself, optionally in a ```python fence")
         return {"code": code}
+
+    @classmethod
+    def doctor(cls, policy: Policy) -> list[Finding]:
+        return [*_interpreter(policy), *_sandbox(policy), *_cgroups(policy)]
 
     async def start(self) -> None:
         """Start warming kernels now, so that the first call does not wait for one (closing the tool
@@ -245,3 +252,80 @@ class PythonTool(Tool):
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.aclose()
+
+
+# ---------------------------------------------------------------------------------------------------
+# agent doctor: the interpreter, the sandbox tiers and cgroups
+
+PER_PROCESS_FIX = ("to bound a kernel in all, lower [sandbox] max_processes: memory_mb and cpu_seconds apply "
+                   "to each of its processes")
+
+
+def _interpreter(policy: Policy) -> list[Finding]:
+    from sandbox import SandboxUnavailableError, find_interpreter
+
+    try:
+        python = find_interpreter(policy.sandbox.python)
+    except SandboxUnavailableError as exc:
+        return [Finding(check="interpreter", status="fail", detail=str(exc),
+                        fix="set [sandbox] python to a Python interpreter's full path")]
+    where = f"Python {python.version} at {python.executable}"
+    if not python.has_ipykernel:
+        return [Finding(check="interpreter", status="fail", detail=f"{where} has no ipykernel",
+                        fix=f"{python.executable} -m pip install ipykernel")]
+    return [Finding(check="interpreter", status="ok",
+                    detail=f"{where}; the python tool's kernel sees its packages (read-only)")]
+
+
+def _sandbox(policy: Policy) -> list[Finding]:
+    from sandbox import SandboxUnavailableError, describe_isolation, tier_problem
+    from sandbox.isolation import INSTALL_HINT
+
+    settings = policy.sandbox
+    try:
+        in_force = Finding(check="sandbox", status="ok",
+                           detail=f"isolation = {settings.isolation!r}: {describe_isolation(settings.isolation, settings.python)}")
+        if settings.isolation == "none":
+            in_force = in_force.model_copy(update={"status": "warn", "fix": "set [sandbox] isolation = 'auto'"})
+    except SandboxUnavailableError as exc:
+        in_force = Finding(check="sandbox", status="fail", detail=str(exc), fix=INSTALL_HINT)
+    fixes = {"bwrap": INSTALL_HINT, "landlock": "Linux 6.7 or newer with landlock in the LSM list (lsm= boot option)"}
+    tiers = []
+    for tier, fix in fixes.items():
+        problem = tier_problem(tier, settings.python)
+        tiers.append(Finding(check=f"sandbox tier {tier}", status="ok" if problem is None else "warn",
+                             detail="works here" if problem is None else problem, fix="" if problem is None else fix))
+    return [in_force, *tiers]
+
+
+def _cgroups(policy: Policy) -> list[Finding]:
+    """Whether each kernel gets a cgroup (memory, processes, CPU for all its processes together)."""
+    from sandbox.cgroups import cgroup_problem
+
+    problem = cgroup_problem()
+    mounts = _cgroup_mounts()
+    seen = ", ".join([*(f"v2 at {path}" for path in mounts.get("cgroup2", [])),
+                      *([f"v1 {', '.join(sorted(mounts['cgroup']))}"] if "cgroup" in mounts else [])]) or "none mounted"
+    if problem is None:
+        return [Finding(check="cgroups", status="ok",
+                        detail=f"each kernel gets a cgroup: memory_mb, max_processes and cpu_seconds bound all its "
+                               f"processes together (cgroups: {seen})")]
+    return [Finding(check="cgroups", status="warn",
+                    detail=f"no per-kernel cgroup ({problem}); memory_mb and cpu_seconds then apply to each process "
+                           f"of a kernel separately (cgroups: {seen})", fix=PER_PROCESS_FIX)]
+
+
+def _cgroup_mounts() -> dict[str, list[str]]:
+    """Mount points of cgroup2, and the controllers of cgroup v1 mounts, from /proc/self/mounts."""
+    found: dict[str, list[str]] = {}
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 4 and fields[2] == "cgroup2":
+            found.setdefault("cgroup2", []).append(fields[1])
+        elif len(fields) >= 4 and fields[2] == "cgroup":
+            found.setdefault("cgroup", []).append(os.path.basename(fields[1]))
+    return found

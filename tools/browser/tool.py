@@ -15,10 +15,12 @@ resolves to its URL in ``RunResult.citations``.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any, Literal
 
 import httpx
 
+from agent.doctor import Finding
 from agent.policy import Policy
 from agent.tool import Tool, ToolContext, ToolOutput
 
@@ -26,7 +28,7 @@ from .actions import parse_action
 from .errors import BrowserError
 from .fetch import USER_AGENT, Fetcher, Resolver
 from .reader import Document, is_readable, read
-from .search import SearchBackend, backend_from_settings
+from .search import API_KEY_ENV, SearchBackend, backend_from_settings
 from .settings import BrowserSettings
 from .view import Ref, Refs, ShownResult, format_results, host_of, render_page, url_key
 
@@ -180,6 +182,10 @@ class BrowserTool(Tool):
         self.resolver = resolver
         self.search_backend = search_backend
 
+    @classmethod
+    def doctor(cls, policy: Policy) -> list[Finding]:
+        return _search(policy)
+
     def parse_body(self, body: str) -> dict[str, Any]:
         return parse_action(body)
 
@@ -212,3 +218,22 @@ class BrowserTool(Tool):
                                                                 search_backend=self.search_backend)
             context.resources.push_async_callback(session.aclose)
         return session
+
+
+def _search(policy: Policy) -> list[Finding]:
+    """Whether the search backend the policy names can answer: its key, or its URL."""
+    settings = policy.browser
+    name = settings.search_backend
+    if name in API_KEY_ENV:
+        variables = API_KEY_ENV[name]
+        if not any(os.environ.get(var) for var in variables):
+            return [Finding(check="search", status="fail", detail=f"search_backend = {name!r} but {variables[0]} is not set",
+                            fix=f"export {variables[0]}=..., or set [browser] search_backend to another backend")]
+        return [Finding(check="search", status="ok", detail=f"{name}, key from {variables[0]}")]
+    if name == "searxng" and not settings.searxng_url:
+        return [Finding(check="search", status="fail", detail="search_backend = 'searxng' without searxng_url",
+                        fix="set [browser] searxng_url = 'http://your-searxng:8080'")]
+    if name == "duckduckgo":
+        return [Finding(check="search", status="warn", detail="duckduckgo: no key needed, but it rate-limits and may "
+                        "answer with a CAPTCHA", fix="for steady use, run SearXNG or set a Brave or Tavily key")]
+    return [Finding(check="search", status="ok", detail=f"{name} at {settings.searxng_url}")]

@@ -9,6 +9,7 @@ import secrets
 import threading
 from typing import Any, ClassVar
 
+from agent.doctor import Finding, weights_finding
 from agent.policy import Policy
 from agent.protocol.near_json import parse_json_arguments, strip_fence
 from agent.runtime import current_runtime
@@ -44,6 +45,11 @@ class CogViewTool(Tool):
         self.policy = policy
         self.cache = cache or CACHE  # process-wide, so every agent in the process shares warm pipelines
         self._models: set[str] = set()  # what this tool loaded or used, for unload()
+
+    @classmethod
+    def doctor(cls, policy: Policy) -> list[Finding]:
+        return [weights_finding("cogview weights", policy.cogview.model, "model_index.json",
+                                "or set [cogview] model to a local folder")]
 
     def parse_body(self, body: str) -> dict[str, Any]:
         """GLM-4 sends a plain English description; JSON ``{"prompt": ..., "width": ..., "seed": ...}`` also works."""
