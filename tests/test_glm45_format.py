@@ -13,7 +13,8 @@ from agent import Agent, Tool
 from agent.messages import Message, ToolCall, ToolSpec
 from agent.models import RawPromptModel
 from agent.models.base import Completion
-from agent.protocol.glm45 import GLM45, GLM45Format, decode_arguments, parse_completion, render_call
+from agent.protocol.glm45 import (GLM45, GLM45Format, decode_arguments, parse_completion, render_call,
+                                  template_messages)
 
 REASONING = st.text(st.characters(whitelist_categories=("L", "Zs", "Nd")), max_size=30).map(str.strip)
 
@@ -183,21 +184,6 @@ WEATHER = ToolSpec(name="get_weather", description="天气 / weather", parameter
                                      "hourly": {"type": "boolean"}}, "required": ["city"]})
 
 
-def template_messages(messages):
-    """The conversation as a GLM-4.5 chat template takes it (transformers' message dicts)."""
-    out = []
-    for m in messages:
-        if m.role == "observation":
-            out.append({"role": "tool", "content": m.content})
-        elif m.role == "assistant":
-            calls = [{"type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in m.tool_calls]
-            out.append({"role": "assistant", "content": m.content, "reasoning_content": m.reasoning,
-                        **({"tool_calls": calls} if calls else {})})
-        else:
-            out.append({"role": m.role, "content": m.content})
-    return out
-
-
 def call(name, **arguments):
     return ToolCall(id=name, name=name, arguments=arguments, syntax="json")
 
@@ -271,4 +257,44 @@ async def test_a_chat_server_with_glm45_parsers_gives_reasoning_and_native_calls
         result = await agent.arun("Weather in Oslo?")
     assert result.answer == "Sunny in Oslo." and seen == [{"city": "Oslo", "days": 2}]
     assert [step.reasoning for step in result.steps] == ["Need the weather.", "Got it."]
+
+
+def _with_template(directory, template):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_a_checkpoint_whose_template_disagrees_is_named_when_it_loads(tmp_path, caplog):
+    from tiny_glm import build_tiny_glm
+
+    from agent.models import TransformersModel
+
+    same = _with_template(build_tiny_glm(tmp_path / "same", architecture="glm4_moe"), TEMPLATE)
+    with caplog.at_level("WARNING", logger="agent.models.transformers"):
+        TransformersModel(same).load()
+    assert "render differently" not in caplog.text
+    other = _with_template(build_tiny_glm(tmp_path / "other", architecture="glm4_moe"),
+                           TEMPLATE.replace("# Tools", "# Tool list"))
+    with caplog.at_level("WARNING", logger="agent.models.transformers"):
+        TransformersModel(other).load()
+    assert "render differently" in caplog.text and "where its template has ' list" in caplog.text
+
+
+def test_the_official_glm4_template_agrees_with_the_glm4_format(tmp_path, caplog):
+    from tiny_glm import build_tiny_glm
+
+    from agent.models import TransformersModel
+
+    official = Path(__file__).resolve().parents[2] / "shared" / "reference" / "glm-4-9b-chat.chat_template.jinja"
+    if not official.exists():
+        pytest.skip("../shared/reference is absent")
+    directory = _with_template(build_tiny_glm(tmp_path / "glm4"), official.read_text(encoding="utf-8"))
+    with caplog.at_level("WARNING", logger="agent.models.transformers"):
+        model = TransformersModel(directory)
+        model.load()
+    assert model.chat_format.name == "glm4" and "render differently" not in caplog.text
 

@@ -121,6 +121,11 @@ class TransformersModel(RawPromptModel):
                         "--base-url for real work.", model.num_parameters() / 1e9)
         self.tokenizer, self.model = tokenizer, model
         self._stop_ids = _stop_ids(tokenizer, self.model_id, self.chat_format)
+        mismatch = formats.template_mismatch(self.chat_format, tokenizer)
+        if mismatch:  # the KV reuse and the model's accuracy both rest on the prompt it was trained on
+            log.warning("%s's chat template and the %s format render differently: %s. Pass chat_format= "
+                        "(--format) if the checkpoint is of another family.", self.model_id, self.chat_format.label,
+                        mismatch)
 
     # --- generation -------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 from ..messages import Message, ToolCall, ToolSpec
 
@@ -53,6 +53,11 @@ class ChatFormat(abc.ABC):
     @abc.abstractmethod
     def parse(self, text: str, tool_names: Iterable[str], stop_reason: str | None = None) -> ParsedTurn:
         """Read a completion. Never raises: what cannot be read is text, or a call the registry will refuse."""
+
+    def template_inputs(self, messages: list[Message], tools: list[ToolSpec] | None = None) -> dict[str, Any]:
+        """The same conversation as a checkpoint's own chat template takes it (``apply_chat_template``'s
+        arguments), so the two renderings can be compared. Empty: this format has no such template."""
+        return {}
 
     def configured(self, thinking: bool | None) -> "ChatFormat":
         """This format with the policy's ``[model] thinking`` applied (unset: as it is). Formats without

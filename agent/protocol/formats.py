@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
+from ..messages import Message, ToolCall, ToolSpec
 from .format import ChatFormat
 from .glm4 import GLM4
 from .glm45 import GLM45Format
@@ -45,3 +46,36 @@ def format_of_checkpoint(path: str | Path) -> str:
     except (OSError, ValueError):
         return "glm4"
     return format_of_config(config if isinstance(config, dict) else {})
+
+
+def template_mismatch(chat_format: ChatFormat, tokenizer: Any) -> str | None:
+    """Where a checkpoint's own chat template renders a sample conversation differently from
+    ``chat_format`` (``None``: byte for byte the same, or no template to compare with)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    messages, tools = _probe()
+    inputs = chat_format.template_inputs(messages, tools)
+    if not inputs:
+        return None
+    ours = chat_format.render(messages, tools)
+    try:
+        theirs = tokenizer.apply_chat_template(**inputs, tokenize=False, add_generation_prompt=True)
+    except Exception as exc:  # a template that does not take this format's conversation at all
+        return f"its template does not render a {chat_format.label} conversation ({type(exc).__name__}: {exc})"
+    if theirs == ours:
+        return None
+    at = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+    return f"from character {at}, ours has {ours[at:at + 40]!r} where its template has {theirs[at:at + 40]!r}"
+
+
+def _probe() -> tuple[list[Message], list[ToolSpec]]:
+    """A conversation that touches every part of a format: tools, a call with typed arguments, its
+    result, an answer with reasoning, a second question."""
+    tool = ToolSpec(name="get_weather", description="Weather in a city.", parameters={
+        "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}})
+    call = ToolCall(id="probe", name="get_weather", arguments={"city": "Oslo", "days": 2}, syntax="json")
+    return [Message(role="user", content="Weather in Oslo?"),
+            Message(role="assistant", content="Checking.", reasoning="Need the tool.", tool_calls=[call]),
+            Message(role="observation", content="sunny", tool_call_id="probe"),
+            Message(role="assistant", content="Sunny.", reasoning="Done."),
+            Message(role="user", content="Thanks!")], [tool]

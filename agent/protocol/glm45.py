@@ -49,6 +49,10 @@ class GLM45Format(ChatFormat):
     def __init__(self, thinking: bool = True):
         self.thinking = thinking
 
+    def template_inputs(self, messages: list[Message], tools: list[ToolSpec] | None = None) -> dict[str, Any]:
+        return {"conversation": template_messages(messages), "tools": [_tool_entry(spec) for spec in tools or []] or None,
+                **({} if self.thinking else {"enable_thinking": False})}
+
     def configured(self, thinking: bool | None) -> "GLM45Format":
         return self if thinking is None or thinking == self.thinking else GLM45Format(thinking=thinking)
 
@@ -93,6 +97,29 @@ class GLM45Format(ChatFormat):
         return head[:name_end].strip(), start + len(CALL_OPEN) + name_end
 
 
+def template_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """The conversation as GLM-4.5's chat template takes it: transformers' message dicts, calls with
+    their arguments (typed), observations as ``tool`` messages, reasoning as ``reasoning_content``."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "observation":
+            out.append({"role": "tool", "content": message.content})
+        elif message.role == "assistant":
+            calls = [{"type": "function", "function": {"name": call.name, "arguments": _arguments(call)}}
+                     for call in message.tool_calls]
+            out.append({"role": "assistant", "content": message.content, "reasoning_content": message.reasoning,
+                        **({"tool_calls": calls} if calls else {})})
+        else:
+            out.append({"role": message.role, "content": message.content})
+    return out
+
+
+def _arguments(call: ToolCall) -> dict[str, Any]:
+    if call.syntax == "xml":
+        return dict(read_pairs(call.body))  # as written: the template writes strings back unchanged
+    return call.arguments if call.arguments is not None else _json_object(call.body)
+
+
 def _tool_entry(spec: ToolSpec) -> dict[str, Any]:
     return {"type": "function", "function": {"name": spec.name, "description": spec.description,
                                              "parameters": spec.parameters}}
@@ -102,7 +129,7 @@ def render_call(call: ToolCall) -> str:
     """A call as GLM-4.5 writes it; a call read from the model is written back exactly as it came."""
     if call.syntax == "xml":
         return f"{CALL_OPEN}{call.name}{call.body}{CALL_CLOSE}"
-    arguments = call.arguments if call.arguments is not None else _json_object(call.body)
+    arguments = _arguments(call)
     pairs = "".join(f"<arg_key>{key}</arg_key>\n<arg_value>{_value_text(value)}</arg_value>\n"
                     for key, value in arguments.items())
     return f"{CALL_OPEN}{call.name}\n{pairs}{CALL_CLOSE}"
