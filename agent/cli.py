@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import shlex
 import sys
 import traceback
@@ -45,7 +46,8 @@ EXIT_ERROR, EXIT_USAGE, EXIT_BUDGET, EXIT_INTERRUPTED = 1, 2, 3, 130
 CHAT_HELP = ("/upload PATH  hand in a file or folder (the model is told in your next message)\n"
              "/new          start a fresh conversation (a new kernel)\n"
              "/help         this list\n"
-             "/exit         quit (or Ctrl-D); Ctrl-C stops the current turn only")
+             "/exit, /quit  quit (or Ctrl-D); Ctrl-C stops the current turn only")
+CHAT_COMMANDS = ("/upload", "/new", "/help", "/exit", "/quit")
 
 
 class UsageError(AgentError):
@@ -154,8 +156,8 @@ def chat(
 ) -> None:
     """Talk with the agent over several turns.
 
-    /upload PATH hands in a file or folder, /new starts a fresh conversation, /exit or Ctrl-D quits;
-    Ctrl-C cancels the current turn only.
+    /upload PATH hands in a file or folder, /new starts a fresh conversation, /help lists the commands,
+    /exit (or /quit, or Ctrl-D) quits; Ctrl-C cancels the current turn only.
     """
     with _errors(debug):
         agent = _build_agent(model, base_url, api_key, backend, tools, tools_module, policy, max_steps, transcript,
@@ -183,6 +185,9 @@ def chat(
                     continue
                 if text in ("/exit", "/quit"):
                     break
+                if re.fullmatch(r"/[A-Za-z]+", text.split(" ", 1)[0]) and text.split(" ", 1)[0] not in CHAT_COMMANDS:
+                    err.print(error_line(f"{text.split(' ', 1)[0]} is not a command: /help lists them."))
+                    continue
                 if text == "/help":
                     console.print(Text(CHAT_HELP, style="dim"))
                 elif text == "/new":

@@ -173,7 +173,7 @@ class EventDisplay:
     def _show_summary(self, event: RunFinished) -> None:
         result = event.result
         usage = result.usage
-        parts = [f"{len(result.steps)} steps"]
+        parts = ["1 step" if len(result.steps) == 1 else f"{len(result.steps)} steps"]
         if usage.prompt_tokens or usage.completion_tokens:  # only figures the model or server reported
             tokens = f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens"
             if usage.reused_tokens:

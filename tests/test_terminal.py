@@ -165,16 +165,19 @@ def test_chat_has_a_banner_help_history_and_line_editing(fake_server, terminal, 
     term.read_until(prompt_count(1))
     term.type("/help\r")
     term.read_until(prompt_count(2))
-    term.type("hi\r")
+    term.type("/bogus\r")  # a mistyped command is said so, not sent to the model
     term.read_until(prompt_count(3))
-    term.type("\x1b[A\x1b[D\x1b[D!\r")  # up: the last line again; left twice, insert: "!hi"... edited in place
+    term.type("hi\r")
     term.read_until(prompt_count(4))
+    term.type("\x1b[A\x1b[D\x1b[D!\r")  # up: the last line again; left twice, insert: "!hi"... edited in place
+    term.read_until(prompt_count(5))
     term.type("\x04")  # Ctrl-D quits
     assert term.finish() == 0, term.text()
     text = term.text()
 
     assert text.splitlines()[0].startswith("glm-agent chat · glm-4-9b-chat · tools: none · /help for commands")
     assert "/upload PATH" in text and "/exit" in text  # /help answered here, not sent to the model
+    assert "/bogus is not a command: /help lists them." in text
     assert [post.body["messages"][-1]["content"] for post in fake_server.posts] == ["hi", "!hi"]
     assert text.count("Hello there!") == 1 and text.count("Still here.") == 1, text
     history = (tmp_path / ".local" / "state" / "agent" / "chat_history").read_text()

@@ -180,7 +180,7 @@ class ServerClient:
             await response.aclose()
         except RETRYABLE_ERRORS as exc:
             raise ModelConnectionError(
-                f"Could not reach the model server at {self.base_url} after {attempts} attempts "
+                f"Could not reach the model server at {self.base_url} after {_times(attempts)} "
                 f"({_describe(exc)}); check that it is running and that --base-url is right.") from None
         except httpx.TimeoutException:
             raise self._timeout_error() from None
@@ -191,7 +191,7 @@ class ServerClient:
         if response.status_code in RETRYABLE_STATUSES:
             raise ModelConnectionError(
                 f"The server at {self.base_url} kept answering {response.status_code} ({message}) after "
-                f"{attempts} attempts; wait until it is less busy or raise max_retries.")
+                f"{_times(attempts)}; wait until it is less busy or raise max_retries.")
         raise await self._status_error(response, message)
 
     # -- errors ------------------------------------------------------------------------------
@@ -393,3 +393,8 @@ class ServedModel:
     async def aclose(self) -> None:
         """Close the HTTP connections."""
         await self._http.aclose()
+
+
+def _times(attempts: int) -> str:
+    return "1 attempt" if attempts == 1 else f"{attempts} attempts"
+
