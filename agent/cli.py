@@ -185,8 +185,9 @@ def chat(
                     continue
                 if text in ("/exit", "/quit"):
                     break
-                if re.fullmatch(r"/[A-Za-z]+", text.split(" ", 1)[0]) and text.split(" ", 1)[0] not in CHAT_COMMANDS:
-                    err.print(error_line(f"{text.split(' ', 1)[0]} is not a command: /help lists them."))
+                command = text.split(" ", 1)[0]
+                if re.fullmatch(r"/[A-Za-z]+", command) and command not in CHAT_COMMANDS:
+                    err.print(error_line(f"{command} is not a command: /help lists them."))
                     continue
                 if text == "/help":
                     console.print(Text(CHAT_HELP, style="dim"))
@@ -386,10 +387,11 @@ def build_model(model: str | None, base_url: str | None, api_key: str | None,
     ``chat_format``: the raw-prompt backends' format (a chat server applies its own template).
     """
     from . import models
+    from .protocol import formats
     from .protocol.formats import chat_format as format_named
 
-    if chat_format is not None and chat_format not in ("glm4", "glm45"):
-        raise UsageError(f"--format {chat_format} is not a chat format: use glm4 or glm45.")
+    if chat_format is not None and chat_format not in formats.NAMES:
+        raise UsageError(f"--format {chat_format} is not a chat format: use {' or '.join(formats.NAMES)}.")
     fmt = format_named(chat_format) if chat_format else None
     if base_url:
         if not model:

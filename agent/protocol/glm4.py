@@ -130,9 +130,7 @@ def parse_completion(text: str, tool_names: Iterable[str], stop_reason: str | No
     """
     names = set(tool_names)
     observation = stop_reason == "observation"
-    for token in STOP_TOKENS:
-        if text.endswith(token):
-            text = text[: -len(token)]
+    text, _ = strip_stop_tokens(text)
     segments = text.split("<|assistant|>")
     texts: list[str] = []
     calls: list[ToolCall] = []
@@ -156,12 +154,22 @@ def parse_completion(text: str, tool_names: Iterable[str], stop_reason: str | No
     return ParsedTurn(content="\n".join(texts), tool_calls=calls)
 
 
+def strip_stop_tokens(text: str) -> tuple[str, str | None]:
+    """``text`` without the stop tokens it ends with (a server may leave them in), and why the first of
+    them stopped generation (``None``: it ends with none)."""
+    reason = None
+    for token in STOP_TOKENS:
+        if text.endswith(token):
+            text, reason = text[: -len(token)], reason or STOP_REASONS[token]
+    return text, reason
+
+
 def implied_stop(text: str, tool_names: Iterable[str]) -> str:
     """The stop a GLM-4 completion written by hand implies: the stop token it ends with, else
     ``"observation"`` when its last turn starts with a tool's name (``name\\nbody``), else ``"user"``."""
-    for token in STOP_TOKENS:
-        if text.endswith(token):
-            return STOP_REASONS[token]
+    _, reason = strip_stop_tokens(text)
+    if reason is not None:
+        return reason
     name, newline, _ = text.rsplit("<|assistant|>", 1)[-1].partition("\n")
     return "observation" if newline and name.strip() in set(tool_names) else "user"
 

@@ -8,8 +8,8 @@ JSON only where the tool's schema says it is not a string (:func:`decode_argumen
 registry, which knows the schema). Reasoning comes first, in ``<think>…</think>``; results come back
 in an observation turn as ``<tool_response>…</tool_response>``.
 
-Status: rendering and reading are complete and property-tested; detection of the format from a
-checkpoint and the backends' switch to it come next (see issue 13).
+A checkpoint of the GLM-4.5 family is read in this format by itself (:mod:`agent.protocol.formats`);
+``--format glm45`` says so for a served model.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 from ..messages import Message, ToolCall, ToolSpec
 from .format import ChatFormat, ParsedTurn
-from .glm4 import BOS, STOP_REASONS, STOP_TOKEN_IDS, new_call_id
+from .glm4 import BOS, STOP_REASONS, STOP_TOKEN_IDS, new_call_id, strip_stop_tokens
 
 TOOLS_INTRO = (
     "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -155,9 +155,7 @@ def parse_completion(text: str) -> ParsedTurn:
     stop token or the token budget is still a call: the registry says what is missing); text outside
     calls is the thought or the answer.
     """
-    for token in STOP_REASONS:
-        if text.endswith(token):
-            text = text[: -len(token)]
+    text, _ = strip_stop_tokens(text)
     reasoning, rest = _split_reasoning(text)
     texts: list[str] = []
     calls: list[ToolCall] = []
