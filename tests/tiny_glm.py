@@ -13,11 +13,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from agent.builtins import builtin_class
 from agent.protocol import glm4
+from agent.protocol import glm45 as glm45_tags
 from agent.tool import tool
 
 # GLM-4's own special tokens, in its order; the stop tokens among them end generation.
@@ -38,8 +39,11 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 640) -> PreTrainedTokenizerFast:
-    """A small byte-level BPE tokenizer with GLM-4's special tokens (ids 0..11, ``<|endoftext|>`` first).
+def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 640, *,
+                    glm45: bool = False) -> PreTrainedTokenizerFast:
+    """A small byte-level BPE tokenizer with GLM-4's special tokens (ids 0..11, ``<|endoftext|>`` first);
+    ``glm45``: also GLM-4.5's tags (``<tool_call>``, ``<arg_key>``, ``<think>``…) as single tokens that
+    are not special, as in the real GLM-4.5 tokenizer.
 
     Any text tokenizes (byte fallback is built in), special tokens are never split, and
     ``decode(..., skip_special_tokens=False)`` gives the text back exactly.
@@ -52,11 +56,14 @@ def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 640) 
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tokenizer.train_from_iterator(list(corpus) if corpus is not None else _CORPUS, trainer=trainer)
-    return PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
         additional_special_tokens=[t for t in SPECIAL_TOKENS if t != "<|endoftext|>"],
         clean_up_tokenization_spaces=False, model_max_length=131072,
     )
+    if glm45:
+        fast.add_tokens([AddedToken(tag, normalized=False, special=False) for tag in glm45_tags.ADDED_TOKENS])
+    return fast
 
 
 def stop_token_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
@@ -105,7 +112,7 @@ def build_tiny_glm(directory: str | Path, *, architecture: Architecture = "glm",
     from transformers import AutoModelForCausalLM
 
     directory = Path(directory)
-    tokenizer = tokenizer or build_tokenizer()
+    tokenizer = tokenizer or build_tokenizer(glm45=architecture == "glm4_moe")
     config = tiny_glm_config(tokenizer, architecture=architecture, **config_overrides)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))

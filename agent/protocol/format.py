@@ -40,6 +40,13 @@ class ChatFormat(abc.ABC):
     stop_token_ids: tuple[int, ...] = ()
     # The special token that opens an assistant segment; a call's name follows it.
     turn_start: str = ""
+    # How a call's body is written: "json" (GLM-4: the name's line, then JSON or a built-in's text, ended
+    # by <|observation|>) or "xml" (GLM-4.5+: <arg_key>/<arg_value> pairs closed by </tool_call>).
+    call_syntax: str = "json"
+    # The built-in tools' names the family was trained with: "all_tools" (GLM-4 All Tools: python,
+    # simple_browser, cogview) or "tir" (GLM-4.6's tool-integrated reasoning: python, browser.search,
+    # browser.open, browser.find).
+    builtin_style: str = "all_tools"
 
     @property
     def stop_tokens(self) -> tuple[str, ...]:

@@ -34,6 +34,9 @@ TOOLS_OUTRO = (
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# The tags GLM-4.5's tokenizer adds as single tokens (not special ones: servers keep them in the text)
+ADDED_TOKENS = (THINK_OPEN, THINK_CLOSE, CALL_OPEN, CALL_CLOSE, "<tool_response>", "</tool_response>",
+                "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>", "/nothink")
 _PAIR = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)(?:</arg_value>|\Z)", re.S)
 
 
@@ -45,6 +48,8 @@ class GLM45Format(ChatFormat):
     stop_reasons = STOP_REASONS  # the same three stop tokens as GLM-4
     stop_token_ids = tuple(STOP_TOKEN_IDS)
     turn_start = "<|assistant|>"
+    call_syntax = "xml"
+    builtin_style = "tir"
 
     def __init__(self, thinking: bool = True):
         self.thinking = thinking
