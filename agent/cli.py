@@ -80,9 +80,9 @@ TimeoutOpt = typer.Option(None, "--timeout", min=0.1, metavar="S", help="With --
                           "stay silent (default 30 s on this machine or a private network, 120 s otherwise).")
 RetriesOpt = typer.Option(None, "--max-retries", min=0, metavar="N", help="With --base-url: tries after the first on "
                           "connection errors, 429 and 5xx (default 3).")
-FormatOpt = typer.Option(None, "--format", metavar="glm4|glm45", help="The model's chat format: glm4 "
-                         "(glm-4-9b-chat, GLM-4-0414) or glm45 (GLM-4.5/4.6/4.7). Default: read from a local "
-                         "checkpoint; glm4 for --backend completions.")
+FormatOpt = typer.Option(None, "--format", metavar="glm4|glm45|glm47", help="The model's chat format: glm4 "
+                         "(glm-4-9b-chat, GLM-4-0414), glm45 (GLM-4.5/4.6) or glm47 (GLM-4.7, 4.7-Flash). Default: "
+                         "read from a local checkpoint; glm4 for --backend completions.")
 ThinkingOpt = typer.Option(None, "--thinking", metavar="on|off", help="GLM-4.5+ models: think before answering "
                            "(default on).")
 NoStreamOpt = typer.Option(False, "--no-stream", help="With --base-url: ask for whole answers instead of a stream.")

@@ -49,6 +49,8 @@ class ModelSettings(_Section):
     constrained_calls: bool = Field(False, description="constrain tool-call JSON to the tool's schema (local models)")
     thinking: bool | None = Field(None, description="GLM-4.5+ models: think before answering (unset: the model's "
                                                     "default, on)")
+    preserved_thinking: bool | None = Field(None, description="GLM-4.7: keep earlier turns' reasoning in the "
+                                                              "history (unset: on, as GLM-4.7 recommends for agents)")
 
 
 class ToolSettings(_Section):

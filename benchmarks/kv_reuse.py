@@ -14,6 +14,7 @@ whole, so a random model's near-tied greedy choices may differ ("outputs identic
 
     python benchmarks/kv_reuse.py                         # tiny GLM on CPU (seconds)
     python benchmarks/kv_reuse.py --format glm45          # a tiny GLM-4.5 (MoE) in its own XML format
+    python benchmarks/kv_reuse.py --format glm47          # the same model in GLM-4.7's format
     python benchmarks/kv_reuse.py --size 1b --device cuda # ~1.3B-parameter random GLM on a GPU
 """
 
@@ -80,14 +81,15 @@ async def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
     parser.add_argument("--device", default=None, help="cpu, cuda… (default: cuda when there is one)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 (default: bf16 on CUDA, fp32 on CPU)")
-    parser.add_argument("--format", choices=["glm4", "glm45"], default="glm4",
-                        help="glm4: a GLM-4 (GlmForCausalLM); glm45: a GLM-4.5 mixture of experts, XML calls")
+    parser.add_argument("--format", choices=["glm4", "glm45", "glm47"], default="glm4",
+                        help="glm4: a GLM-4 (GlmForCausalLM); glm45, glm47: a GLM-4.5 mixture of experts in "
+                             "GLM-4.5's or GLM-4.7's format (XML calls, thinking)")
     args = parser.parse_args()
 
     settings = ModelSettings(max_new_tokens=args.new_tokens)
     with tempfile.TemporaryDirectory() as tmp:
         build_dtype = "bfloat16" if args.size == "1b" else "float32"  # 1b: half the bytes to write and read
-        architecture = "glm4_moe" if args.format == "glm45" else "glm"
+        architecture = "glm" if args.format == "glm4" else "glm4_moe"
         directory = build_tiny_glm(Path(tmp) / args.size, dtype=build_dtype, architecture=architecture,
                                    **SIZES[args.size])
         model = TransformersModel(directory, device=args.device, dtype=args.dtype, chat_format=chat_format(args.format))

@@ -13,8 +13,8 @@ from agent import Agent, Tool
 from agent.messages import Message, ToolCall, ToolSpec
 from agent.models import RawPromptModel
 from agent.models.base import Completion
-from agent.protocol.glm45 import (GLM45, GLM45Format, decode_arguments, parse_completion, render_call,
-                                  template_messages)
+from agent.protocol.glm45 import (GLM45, GLM47, GLM45Format, GLM47Format, decode_arguments, parse_completion,
+                                  render_call, template_messages)
 
 REASONING = st.text(st.characters(whitelist_categories=("L", "Zs", "Nd")), max_size=30).map(str.strip)
 
@@ -131,7 +131,8 @@ def test_the_format_comes_from_the_checkpoint():
     from agent.protocol.formats import format_of_config
 
     assert format_of_config({"architectures": ["Glm4MoeForCausalLM"], "model_type": "glm4_moe"}) == "glm45"
-    assert format_of_config({"model_type": "glm4_moe_lite"}) == "glm45"  # GLM-4.7-Flash
+    assert format_of_config({"model_type": "glm4_moe_lite"}) == "glm47"  # GLM-4.7-Flash
+    assert format_of_config({"model_type": "glm4_moe"}, chat_template=TEMPLATE47) == "glm47"  # GLM-4.7: its template
     assert format_of_config({"architectures": ["GlmForCausalLM"], "model_type": "glm"}) == "glm4"  # glm-4-9b-chat-hf
     assert format_of_config({"architectures": ["Glm4ForCausalLM"], "model_type": "glm4"}) == "glm4"  # GLM-4-0414
 
@@ -179,6 +180,7 @@ def test_format_flags_that_cannot_be(fake_server, flags, message):
 
 
 TEMPLATE = (Path(__file__).parent / "glm45_template.jinja").read_text(encoding="utf-8")
+TEMPLATE47 = (Path(__file__).parent / "glm47_template.jinja").read_text(encoding="utf-8")
 WEATHER = ToolSpec(name="get_weather", description="天气 / weather", parameters={
     "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"},
                                      "hourly": {"type": "boolean"}}, "required": ["city"]})
@@ -209,18 +211,55 @@ GLM45_CONVERSATIONS = {
 }
 
 
-@pytest.mark.parametrize("thinking", [True, False])
+# (format, its template, the template's switches): GLM-4.5 and GLM-4.7, thinking on and off, GLM-4.7's
+# reasoning preserved (clear_thinking false) or cleared
+VARIANTS = {
+    "glm45": (GLM45Format(), TEMPLATE, {}),
+    "glm45 nothink": (GLM45Format(thinking=False), TEMPLATE, {"enable_thinking": False}),
+    "glm47 preserved": (GLM47Format(), TEMPLATE47, {"clear_thinking": False}),
+    "glm47 cleared": (GLM47Format(preserved_thinking=False), TEMPLATE47, {}),
+    "glm47 nothink": (GLM47Format(thinking=False), TEMPLATE47, {"enable_thinking": False, "clear_thinking": False}),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("name", list(GLM45_CONVERSATIONS))
-def test_rendering_equals_the_chat_template_byte_for_byte(name, thinking):
+def test_rendering_equals_the_chat_template_byte_for_byte(name, variant):
     from transformers.utils.chat_template_utils import render_jinja_template
 
     messages, tools = GLM45_CONVERSATIONS[name]
+    chat_format, template, switches = VARIANTS[variant]
     entries = [{"type": "function", "function": spec.model_dump(include={"name", "description", "parameters"})}
                for spec in tools]
     rendered, _ = render_jinja_template(conversations=[template_messages(messages)], tools=entries or None,
-                                        chat_template=TEMPLATE, add_generation_prompt=True,
-                                        **({} if thinking else {"enable_thinking": False}))
-    assert GLM45Format(thinking=thinking).render(messages, tools) == rendered[0]
+                                        chat_template=template, add_generation_prompt=True, **switches)
+    assert chat_format.render(messages, tools) == rendered[0]
+    assert chat_format.template_inputs(messages, tools)["tools"] == (entries or None)
+    assert {k: v for k, v in chat_format.template_inputs(messages, tools).items()
+            if k not in ("conversation", "tools")} == switches
+
+
+def test_glm47_history_renders_back_to_what_it_generated_and_keeps_its_reasoning():
+    """GLM-4.7's prompt opens <think>; the completion starts inside the reasoning; with preserved thinking
+    the reasoning stays through later questions, so every prompt extends the last (KV reuse across turns)."""
+    tools = [WEATHER]
+    generated = ("Look it up.</think>Let me check.<tool_call>get_weather<arg_key>city</arg_key>"
+                 "<arg_value>北京</arg_value><arg_key>days</arg_key><arg_value>2</arg_value></tool_call>")
+    turn = GLM47.parse(generated, ["get_weather"], "observation")
+    assert turn.reasoning == "Look it up." and turn.content == "Let me check." and turn.tool_calls[0].name == "get_weather"
+    question = [Message(role="user", content="天气？")]
+    history = question + [Message(role="assistant", content=turn.content, reasoning=turn.reasoning,
+                                  tool_calls=turn.tool_calls)]
+    prompt = GLM47.render(question, tools)
+    assert prompt.endswith("天气？<|assistant|><think>")
+    assert GLM47.render(history, tools, add_generation_prompt=False) == prompt + generated
+    later = history + [Message(role="observation", content="sunny"), Message(role="user", content="thanks")]
+    assert GLM47.render(later, tools).startswith(prompt + generated + "<|observation|><tool_response>sunny</tool_response>")
+    cleared = GLM47Format(preserved_thinking=False).render(later, tools)
+    assert "<|assistant|></think>Let me check." in cleared and "Look it up." not in cleared
+    # never closed (cut by the budget): all of it is reasoning, up to a call
+    assert GLM47.parse("still thinking", [], None).reasoning == "still thinking"
+    assert GLM47Format(thinking=False).parse("Hi.", [], "user").content == "Hi."
 
 
 async def test_a_tiny_glm45_checkpoint_is_read_in_its_own_format_and_reuses_its_cache(tmp_path):
@@ -298,3 +337,20 @@ def test_the_official_glm4_template_agrees_with_the_glm4_format(tmp_path, caplog
         model.load()
     assert model.chat_format.name == "glm4" and "render differently" not in caplog.text
 
+
+
+def test_a_tiny_trained_glm47_runs_a_multi_step_task_locally(tmp_path):
+    """A GLM-4.5-architecture (MoE) model trained on GLM-4.7 trajectories, read as GLM-4.7 from its own
+    template: it reasons, calls ``add`` twice in XML, answers; each step reuses the KV cache."""
+    from tiny_glm import add, trained_tiny_glm47
+
+    from agent.models import TransformersModel
+
+    model = TransformersModel(trained_tiny_glm47(tmp_path))
+    assert model.chat_format.name == "glm47"
+    with Agent(model=model, tools=[add]) as agent:
+        result = agent.run("What is 2 plus 3 plus 4?")
+    assert result.status == "answered" and result.answer == "The answer is 9.", result.steps
+    assert [step.reasoning for step in result.steps] == ["First 2+3.", "Then 5+4.", "Got 9."]
+    assert [o.content for step in result.steps for o in step.observations] == ["5", "9"]
+    assert all(step.usage.reused_tokens > 0 for step in result.steps[1:])

@@ -162,7 +162,8 @@ def train_tiny_glm(directory: str | Path, examples: list[tuple[str, str]], *, st
     from transformers import AutoModelForCausalLM
 
     directory = Path(directory)
-    tokenizer = build_tokenizer(_CORPUS + [prompt + target for prompt, target in examples])
+    tokenizer = build_tokenizer(_CORPUS + [prompt + target for prompt, target in examples],
+                                glm45=config_overrides.get("architecture") == "glm4_moe")
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_glm_config(tokenizer, **config_overrides))
     rows = []
@@ -209,6 +210,65 @@ ADD_TRAJECTORIES: list[tuple[str, list[str]]] = [
 ]
 
 _trained: dict[Path, Path] = {}
+
+
+def glm47_examples(trajectories: Iterable[tuple[str, list[str]]], tools: list) -> list[tuple[str, str]]:
+    """:func:`training_examples` for GLM-4.7: each completion (written after the prompt's opening
+    ``<think>``) after the exact prompt the agent renders for it, ended by its stop token."""
+    from agent import Agent
+    from agent.models import RawPromptModel
+    from agent.models.base import Completion
+    from agent.protocol.glm45 import CALL_OPEN, GLM47
+
+    class Replay(RawPromptModel):
+        chat_format = GLM47
+
+        def __init__(self, outputs: list[str]):
+            self.outputs, self.examples = list(outputs), []
+
+        async def complete(self, prompt, settings, on_token=None, *, tools=None):
+            output = self.outputs.pop(0)
+            stop = "observation" if CALL_OPEN in output else "user"
+            self.examples.append((prompt, output + ("<|observation|>" if stop == "observation" else "<|user|>")))
+            return Completion(text=output, stop_reason=stop)
+
+    examples = []
+    for task, outputs in trajectories:
+        model = Replay(outputs)
+        with Agent(model=model, tools=tools) as agent:
+            result = agent.run(task)
+        assert result.status == "answered", result.error
+        examples += model.examples
+    return examples
+
+
+def _add_call(a: int, b: int) -> str:
+    return f"<tool_call>add<arg_key>a</arg_key><arg_value>{a}</arg_value><arg_key>b</arg_key><arg_value>{b}</arg_value></tool_call>"
+
+
+# The same tasks as GLM-4.7 would write them: reasoning first, XML calls, answers after an empty think.
+ADD_TRAJECTORIES_GLM47: list[tuple[str, list[str]]] = [
+    ("What is 2 plus 3?", ["Use add.</think>" + _add_call(2, 3), "Got 5.</think>2 plus 3 is 5."]),
+    ("What is 2 plus 3 plus 4?", ["First 2+3.</think>" + _add_call(2, 3), "Then 5+4.</think>" + _add_call(5, 4),
+                                  "Got 9.</think>The answer is 9."]),
+    ("What is 10 plus 7?", ["Use add.</think>" + _add_call(10, 7), "Got 17.</think>10 plus 7 is 17."]),
+    ("Say hello.", ["No tool needed.</think>Hello!"]),
+]
+
+
+def trained_tiny_glm47(base: Path) -> Path:
+    """A tiny GLM-4.5-architecture (MoE) model trained on :data:`ADD_TRAJECTORIES_GLM47`, saved with a
+    GLM-4.7 chat template so it is read as GLM-4.7 by itself; trained once per process under ``base``."""
+    key = base / "trained-glm47"
+    if key not in _trained:
+        from transformers import AutoTokenizer
+
+        directory = train_tiny_glm(key, glm47_examples(ADD_TRAJECTORIES_GLM47, [add]), architecture="glm4_moe")
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        tokenizer.chat_template = (Path(__file__).parent / "glm47_template.jinja").read_text(encoding="utf-8")
+        tokenizer.save_pretrained(directory)
+        _trained[key] = directory
+    return _trained[key]
 
 
 def trained_tiny_glm(base: Path) -> Path:

@@ -385,8 +385,10 @@ class ServedModel:
         }
         if self.stream:
             body["stream_options"] = {"include_usage": True}  # the usage arrives in a last chunk
-        if settings.thinking is not None:  # vLLM and SGLang pass it to the model's chat template
-            body["chat_template_kwargs"] = {"enable_thinking": settings.thinking}
+        switches = {"enable_thinking": settings.thinking,
+                    "clear_thinking": None if settings.preserved_thinking is None else not settings.preserved_thinking}
+        if any(value is not None for value in switches.values()):  # vLLM and SGLang hand them to the template
+            body["chat_template_kwargs"] = {key: value for key, value in switches.items() if value is not None}
         body.update(self.extra_body)
         return body
 

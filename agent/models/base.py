@@ -81,7 +81,7 @@ class RawPromptModel(ChatModel):
 
     async def generate(self, messages: list[Message], tools: list[ToolSpec], settings: ModelSettings,
                        on_token: TokenCallback | None = None) -> ModelTurn:
-        chat_format = self.chat_format.configured(settings.thinking)
+        chat_format = self.chat_format.configured(settings.thinking, settings.preserved_thinking)
         prompt = chat_format.render(messages, tools)
         completion = await self.complete(prompt, settings, on_token, tools=tools)
         return turn_from_completion(completion, tools, chat_format)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..messages import Message, ToolCall, ToolSpec
 from ..policy import ModelSettings
-from ..protocol import glm4
+from ..protocol import glm4, glm45
 from ._http import ServedModel, usage_from
 from .base import ChatModel, ModelTurn, StopReason, TokenCallback
 
@@ -45,7 +45,7 @@ class OpenAIChatModel(ServedModel, ChatModel):
             finish, usage = choice.get("finish_reason"), data.get("usage")
         calls = [tool_call(entry) for entry in raw_calls]
         if not calls:
-            content, calls = _glm4_call_in_text(content, tools, finish)
+            content, reasoning, calls = _calls_in_text(content, reasoning, tools, finish)
         return ModelTurn(content=content, tool_calls=calls, reasoning=reasoning, raw=content,
                          stop_reason=_stop_reason(finish, calls), usage=usage_from(usage))
 
@@ -131,14 +131,16 @@ def chat_messages(messages: list[Message]) -> list[dict[str, Any]]:
             parts.append(message.model_copy(update={"tool_call_id": call_id}))
             continue
         flush()
+        # reasoning goes back only to the servers that sent it (their templates keep or clear it)
+        reasoning = {"reasoning_content": message.reasoning} if message.reasoning else {}
         if message.role == "assistant" and message.tool_calls:
-            out.append({"role": "assistant", "content": message.content or None,
+            out.append({"role": "assistant", "content": message.content or None, **reasoning,
                         "tool_calls": [chat_tool_call(call) for call in message.tool_calls]})
             unanswered = [call.id for call in message.tool_calls]
         elif message.role == "system" and not message.content:
             continue  # the GLM-4 tools carrier; chat APIs take tools separately
         else:
-            out.append({"role": message.role, "content": message.content})
+            out.append({"role": message.role, "content": message.content, **reasoning})
     flush()
     return out
 
@@ -183,16 +185,23 @@ def tool_call(entry: dict[str, Any]) -> ToolCall:
                     arguments=arguments, syntax="json")
 
 
-def _glm4_call_in_text(content: str, tools: list[ToolSpec], finish: str | None) -> tuple[str, list[ToolCall]]:
-    """GLM-4 calls written as text (a server without a tool-call parser): ``name\\nbody``.
+def _calls_in_text(content: str, reasoning: str, tools: list[ToolSpec], finish: str | None
+                   ) -> tuple[str, str, list[ToolCall]]:
+    """Calls and reasoning a server left in the text: content, reasoning and calls.
 
-    A chat server's ``stop`` does not say whether the model stopped for an observation, so a tool's
-    name counts only when arguments follow it; a name followed by prose stays an answer.
+    GLM-4.5+ XML (``<tool_call>``, ``</think>``) is there when the server runs no tool or reasoning
+    parser, or when its parser missed a call (vLLM's streaming ones do): it is read as the model wrote
+    it. GLM-4 calls (``name\\nbody``) are there from a server without a parser for GLM-4; as a chat
+    server's ``stop`` does not say whether the model stopped for an observation, a tool's name counts
+    only when arguments follow it, and a name followed by prose stays an answer.
     """
+    if glm45.CALL_OPEN in content or glm45.THINK_CLOSE in content:
+        parsed = glm45.parse_completion(content)
+        return parsed.content, "\n".join(text for text in (reasoning, parsed.reasoning) if text), parsed.tool_calls
     if finish == "length":
-        return content, []
-    parsed = glm4.parse_completion(content, [spec.name for spec in tools], None)
-    return (parsed.content, parsed.tool_calls) if parsed.tool_calls else (content, [])
+        return content, reasoning, []
+    glm4_turn = glm4.parse_completion(content, [spec.name for spec in tools], None)
+    return (glm4_turn.content, reasoning, glm4_turn.tool_calls) if glm4_turn.tool_calls else (content, reasoning, [])
 
 
 def _stop_reason(finish: str | None, calls: list[ToolCall]) -> StopReason | None:

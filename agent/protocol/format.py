@@ -66,9 +66,9 @@ class ChatFormat(abc.ABC):
         arguments), so the two renderings can be compared. Empty: this format has no such template."""
         return {}
 
-    def configured(self, thinking: bool | None) -> "ChatFormat":
-        """This format with the policy's ``[model] thinking`` applied (unset: as it is). Formats without
-        thinking ignore it."""
+    def configured(self, thinking: bool | None, preserved_thinking: bool | None = None) -> "ChatFormat":
+        """This format with the policy's ``[model] thinking`` and ``preserved_thinking`` applied (unset:
+        as it is). Formats without thinking ignore them."""
         return self
 
     @abc.abstractmethod

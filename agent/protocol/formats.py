@@ -14,26 +14,34 @@ from ..errors import ModelError
 from ..messages import Message, ToolCall, ToolSpec
 from .format import ChatFormat
 from .glm4 import GLM4
-from .glm45 import GLM45Format
+from .glm45 import GLM45Format, GLM47Format
 
-NAMES = ("glm4", "glm45")
+NAMES = ("glm4", "glm45", "glm47")
 # Architectures (config.json) of the GLM-4.5+ family: MoE models and their lite/vision variants.
-_GLM45_MODEL_TYPES = ("glm4_moe", "glm4_moe_lite", "glm4v_moe", "glm5")
+_GLM45_MODEL_TYPES = ("glm4_moe", "glm4v_moe")
+_GLM47_MODEL_TYPES = ("glm4_moe_lite",)  # GLM-4.7-Flash
 
 
 def chat_format(name: str, *, thinking: bool = True) -> ChatFormat:
-    """``glm4`` (glm-4-9b-chat, GLM-4-0414) or ``glm45`` (GLM-4.5, 4.6, 4.7; ``thinking`` on or off)."""
+    """``glm4`` (glm-4-9b-chat, GLM-4-0414), ``glm45`` (GLM-4.5, 4.6) or ``glm47`` (GLM-4.7, 4.7-Flash);
+    ``thinking`` on or off."""
     if name == "glm4":
         return GLM4
     if name == "glm45":
         return GLM45Format(thinking=thinking)
+    if name == "glm47":
+        return GLM47Format(thinking=thinking)
     raise ModelError(f"Unknown chat format {name!r}: choose from {', '.join(NAMES)}.")
 
 
-def format_of_config(config: dict[str, Any]) -> str:
-    """The format a checkpoint speaks, from its config: GLM-4.5+ for the MoE family, GLM-4 otherwise."""
+def format_of_config(config: dict[str, Any], chat_template: str = "") -> str:
+    """The format a checkpoint speaks, from its config (and its chat template, which tells GLM-4.7
+    from GLM-4.5 on the same architecture): GLM-4.5+ for the MoE family, GLM-4 otherwise."""
     model_type = str(config.get("model_type", ""))
     architectures = " ".join(config.get("architectures") or [])
+    if model_type.startswith(_GLM47_MODEL_TYPES) or model_type.startswith(_GLM45_MODEL_TYPES) and (
+            "clear_thinking" in chat_template):
+        return "glm47"
     if model_type.startswith(_GLM45_MODEL_TYPES) or "Glm4Moe" in architectures:
         return "glm45"
     return "glm4"
@@ -45,7 +53,20 @@ def format_of_checkpoint(path: str | Path) -> str:
         config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return "glm4"
-    return format_of_config(config if isinstance(config, dict) else {})
+    return format_of_config(config if isinstance(config, dict) else {}, _chat_template(Path(path)))
+
+
+def _chat_template(folder: Path) -> str:
+    """A checkpoint's chat template as saved: ``chat_template.jinja``, or inside ``tokenizer_config.json``."""
+    try:
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    except OSError:
+        pass
+    try:
+        template = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return template if isinstance(template, str) else json.dumps(template)
 
 
 def template_mismatch(chat_format: ChatFormat, tokenizer: Any) -> str | None:

@@ -26,11 +26,7 @@ TOOLS_INTRO = (
     "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
     "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
 )
-TOOLS_OUTRO = (
-    "</tools>\n\nFor each function call, output the function name and arguments within the following XML format:\n"
-    "<tool_call>{function-name}\n<arg_key>{arg-key-1}</arg_key>\n<arg_value>{arg-value-1}</arg_value>\n"
-    "<arg_key>{arg-key-2}</arg_key>\n<arg_value>{arg-value-2}</arg_value>\n...\n</tool_call>"
-)
+TOOLS_OUTRO = "</tools>\n\nFor each function call, output the function name and arguments within the following XML format:\n"
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -41,7 +37,12 @@ _PAIR = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)(?:</arg_value>|
 
 
 class GLM45Format(ChatFormat):
-    """GLM-4.5 and later: XML calls, ``<think>`` reasoning, ``<tool_response>`` observations."""
+    """GLM-4.5 and 4.6: XML calls, ``<think>`` reasoning, ``<tool_response>`` observations.
+
+    Reasoning of turns before the last user message is dropped from the history, as these models'
+    template does; ``thinking=False`` appends ``/nothink`` to user turns and opens the answer with an
+    empty ``<think></think>``.
+    """
 
     name = "glm45"
     label = "GLM-4.5+"
@@ -50,6 +51,9 @@ class GLM45Format(ChatFormat):
     turn_start = "<|assistant|>"
     call_syntax = "xml"
     builtin_style = "tir"
+    call_example = ("<tool_call>{function-name}\n<arg_key>{arg-key-1}</arg_key>\n<arg_value>{arg-value-1}</arg_value>\n"
+                    "<arg_key>{arg-key-2}</arg_key>\n<arg_value>{arg-value-2}</arg_value>\n...\n</tool_call>")
+    compact = False  # GLM-4.7 writes calls, results and turns without the newlines between their parts
 
     def __init__(self, thinking: bool = True):
         self.thinking = thinking
@@ -58,7 +62,7 @@ class GLM45Format(ChatFormat):
         return {"conversation": template_messages(messages), "tools": [_tool_entry(spec) for spec in tools or []] or None,
                 **({} if self.thinking else {"enable_thinking": False})}
 
-    def configured(self, thinking: bool | None) -> "GLM45Format":
+    def configured(self, thinking: bool | None, preserved_thinking: bool | None = None) -> "GLM45Format":
         return self if thinking is None or thinking == self.thinking else GLM45Format(thinking=thinking)
 
     def render(self, messages: list[Message], tools: list[ToolSpec] | None = None,
@@ -66,27 +70,36 @@ class GLM45Format(ChatFormat):
         parts = [BOS]
         if tools:
             entries = "".join(json.dumps(_tool_entry(spec), ensure_ascii=False) + "\n" for spec in tools)
-            parts.append(f"<|system|>\n{TOOLS_INTRO}{entries}{TOOLS_OUTRO}")
+            parts.append(f"<|system|>\n{TOOLS_INTRO}{entries}{TOOLS_OUTRO}{self.call_example}")
         last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+        gap = "" if self.compact else "\n"
         for index, message in enumerate(messages):
             if message.role == "user":
-                nothink = not self.thinking and not message.content.endswith("/nothink")
-                parts.append(f"<|user|>\n{message.content}" + ("/nothink" if nothink else ""))
+                parts.append(f"<|user|>{gap}{message.content}{self._nothink(message.content)}")
             elif message.role == "assistant":
-                reasoning = message.reasoning.strip() if index > last_user else ""  # older reasoning is dropped
-                parts.append(f"<|assistant|>\n{THINK_OPEN}{reasoning}{THINK_CLOSE}")
+                parts.append("<|assistant|>" + self._reasoning(message.reasoning.strip(), kept=index > last_user))
                 if message.content.strip():
-                    parts.append("\n" + message.content.strip())
-                parts.extend("\n" + render_call(call) for call in message.tool_calls)
+                    parts.append(gap + message.content.strip())
+                parts.extend(gap + render_call(call, compact=self.compact) for call in message.tool_calls)
             elif message.role == "observation":
                 if index == 0 or messages[index - 1].role != "observation":
                     parts.append("<|observation|>")
-                parts.append(f"\n<tool_response>\n{message.content}\n</tool_response>")
+                parts.append(f"{gap}<tool_response>{gap}{message.content}{gap}</tool_response>")
             else:
-                parts.append(f"<|system|>\n{message.content}")
+                parts.append(f"<|system|>{gap}{message.content}")
         if add_generation_prompt:
-            parts.append("<|assistant|>" + ("" if self.thinking else f"\n{THINK_OPEN}{THINK_CLOSE}"))
+            parts.append("<|assistant|>" + self._answer_start())
         return "".join(parts)
+
+    def _nothink(self, content: str) -> str:
+        return "/nothink" if not self.thinking and not content.endswith("/nothink") else ""
+
+    def _reasoning(self, reasoning: str, kept: bool) -> str:
+        """An assistant turn's reasoning block: the reasoning of the current task, an empty one before."""
+        return f"\n{THINK_OPEN}{reasoning if kept else ''}{THINK_CLOSE}"
+
+    def _answer_start(self) -> str:
+        return "" if self.thinking else f"\n{THINK_OPEN}{THINK_CLOSE}"
 
     def parse(self, text: str, tool_names: Iterable[str], stop_reason: str | None = None) -> ParsedTurn:
         return parse_completion(text)
@@ -100,6 +113,56 @@ class GLM45Format(ChatFormat):
         if name_end < 0:
             return None
         return head[:name_end].strip(), start + len(CALL_OPEN) + name_end
+
+
+class GLM47Format(GLM45Format):
+    """GLM-4.7 and 4.7-Flash: GLM-4.5's protocol written without newlines between the parts, a prompt
+    that opens ``<think>`` for the model, and *preserved thinking*.
+
+    With ``preserved_thinking`` (the default, recommended for multi-turn agent work) the reasoning of
+    every earlier turn stays in the history (the template's ``clear_thinking: false``), so the model
+    keeps its line of thought and each step's prompt extends the last one; without it, reasoning
+    before the last user message is cleared to a bare ``</think>``. ``thinking=False`` opens the
+    answer with ``</think>`` (this template has no ``/nothink``).
+    """
+
+    name = "glm47"
+    label = "GLM-4.7"
+    call_example = ("<tool_call>{function-name}<arg_key>{arg-key-1}</arg_key><arg_value>{arg-value-1}</arg_value>"
+                    "<arg_key>{arg-key-2}</arg_key><arg_value>{arg-value-2}</arg_value>...</tool_call>")
+    compact = True
+
+    def __init__(self, thinking: bool = True, preserved_thinking: bool = True):
+        super().__init__(thinking=thinking)
+        self.preserved_thinking = preserved_thinking
+
+    def template_inputs(self, messages: list[Message], tools: list[ToolSpec] | None = None) -> dict[str, Any]:
+        return {**super().template_inputs(messages, tools),
+                **({"clear_thinking": False} if self.preserved_thinking else {})}
+
+    def configured(self, thinking: bool | None, preserved_thinking: bool | None = None) -> "GLM47Format":
+        thinking = self.thinking if thinking is None else thinking
+        preserved = self.preserved_thinking if preserved_thinking is None else preserved_thinking
+        if (thinking, preserved) == (self.thinking, self.preserved_thinking):
+            return self
+        return GLM47Format(thinking=thinking, preserved_thinking=preserved)
+
+    def _nothink(self, content: str) -> str:
+        return ""
+
+    def _reasoning(self, reasoning: str, kept: bool) -> str:
+        if reasoning and (kept or self.preserved_thinking):
+            return f"{THINK_OPEN}{reasoning}{THINK_CLOSE}"
+        return THINK_CLOSE
+
+    def _answer_start(self) -> str:
+        return THINK_OPEN if self.thinking else THINK_CLOSE
+
+    def parse(self, text: str, tool_names: Iterable[str], stop_reason: str | None = None) -> ParsedTurn:
+        # The prompt opened <think>: what comes before </think> (or before the first call, when the
+        # model never closed it) is reasoning, though the completion does not start with the tag.
+        opened = self.thinking and not text.lstrip().startswith(THINK_OPEN)
+        return parse_completion(THINK_OPEN + text if opened else text)
 
 
 def template_messages(messages: list[Message]) -> list[dict[str, Any]]:
@@ -130,14 +193,15 @@ def _tool_entry(spec: ToolSpec) -> dict[str, Any]:
                                              "parameters": spec.parameters}}
 
 
-def render_call(call: ToolCall) -> str:
-    """A call as GLM-4.5 writes it; a call read from the model is written back exactly as it came."""
+def render_call(call: ToolCall, *, compact: bool = False) -> str:
+    """A call as GLM-4.5 writes it (``compact``: as GLM-4.7 does, without newlines); a call read from
+    the model is written back exactly as it came."""
     if call.syntax == "xml":
         return f"{CALL_OPEN}{call.name}{call.body}{CALL_CLOSE}"
-    arguments = _arguments(call)
-    pairs = "".join(f"<arg_key>{key}</arg_key>\n<arg_value>{_value_text(value)}</arg_value>\n"
-                    for key, value in arguments.items())
-    return f"{CALL_OPEN}{call.name}\n{pairs}{CALL_CLOSE}"
+    gap = "" if compact else "\n"
+    pairs = "".join(f"<arg_key>{key}</arg_key>{gap}<arg_value>{_value_text(value)}</arg_value>{gap}"
+                    for key, value in _arguments(call).items())
+    return f"{CALL_OPEN}{call.name}{gap}{pairs}{CALL_CLOSE}"
 
 
 def _value_text(value: Any) -> str:
@@ -236,3 +300,4 @@ def _is_string(schema: Any) -> bool:
 
 
 GLM45 = GLM45Format()
+GLM47 = GLM47Format()
