@@ -31,8 +31,10 @@ def test_every_rendered_call_reads_back_exactly(data):
                                unique_by=lambda t: t[0]))
     wanted = data.draw(st.lists(st.sampled_from(tools).flatmap(
         lambda tool: st.tuples(st.just(tool), values_for(tool[1]))), min_size=1, max_size=3))
-    calls = [render_call(ToolCall(id="x", name=name, arguments=args, syntax="json")) for (name, _), args in wanted]
-    if data.draw(st.booleans()):  # GLM-4.7 runs the name into the first <arg_key>
+    compact = data.draw(st.booleans())  # GLM-4.7's layout: no newlines at all
+    calls = [render_call(ToolCall(id="x", name=name, arguments=args, syntax="json"), compact=compact)
+             for (name, _), args in wanted]
+    if not compact and data.draw(st.booleans()):  # a GLM-4.5 layout with the name run into the first <arg_key>
         calls = [call.replace("\n<arg_key>", "<arg_key>", 1) for call in calls]
     reasoning, answer = data.draw(REASONING), data.draw(REASONING)
     text = f"\n<think>{reasoning}</think>" + (f"\n{answer}" if answer else "") + "".join("\n" + c for c in calls)
