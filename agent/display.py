@@ -22,6 +22,7 @@ from rich.text import Text
 from .events import (Event, FinalAnswer, ModelTurnEvent, Notice, RunError, RunFinished, StepStarted, Token,
                      ToolCallEvent, ToolProgress, ToolResult, ToolStream)
 from .messages import ToolCall
+from .protocol import glm45
 from .protocol.near_json import strip_fence
 
 # What a terminal would obey rather than show: C0 and C1 controls (ESC starts every escape
@@ -80,6 +81,8 @@ class _ModelWait:
 
 def _draft_panel(draft: str, lines: int, code: CodeHints) -> Panel:
     """A turn being written, in the panel it will end in: a call's (its tool's name) or the answer's."""
+    if glm45.THINK_CLOSE in draft or glm45.CALL_OPEN in draft or draft.lstrip().startswith(glm45.THINK_OPEN):
+        return _glm45_draft_panel(draft, lines, code)
     segment = draft.rsplit("<|assistant|>", 1)[-1]  # a thought before a call is shown when the turn ends
     first, newline, rest = segment.partition("\n")
     tool = first.strip()
@@ -89,6 +92,25 @@ def _draft_panel(draft: str, lines: int, code: CodeHints) -> Panel:
                      border_style="cyan")
     body = "\n".join(segment.strip("\n").split("\n")[-lines:])
     return Panel(Text(body), title="[green]Answer", title_align="left", border_style="green")
+
+
+def _glm45_draft_panel(draft: str, lines: int, code: CodeHints) -> Panel:
+    """A GLM-4.5+ turn being written: its reasoning while it thinks, then the call being written (its
+    arguments as ``key: value``, a code tool's code as code) or the answer."""
+    thinking, closed, rest = draft.partition(glm45.THINK_CLOSE)
+    if not closed:  # still thinking, or a <think> never closed before a call
+        thinking, call_open, tail = draft.partition(glm45.CALL_OPEN)
+        rest = call_open + tail
+    if not rest.strip():
+        text = thinking.replace(glm45.THINK_OPEN, "").strip("\n")
+        return Panel(Text("\n".join(text.split("\n")[-lines:]), style="dim italic"), title="[dim]thinking",
+                     title_align="left", border_style="dim")
+    if glm45.CALL_OPEN not in rest:
+        return Panel(Text("\n".join(rest.strip("\n").split("\n")[-lines:])), title="[green]Answer", title_align="left",
+                     border_style="green")
+    call = glm45.parse_completion(glm45.CALL_OPEN + rest.rsplit(glm45.CALL_OPEN, 1)[-1]).tool_calls[0]
+    body = _call_body(call, code.get(call.name))
+    return Panel(body, title=Text(call.name or "…", style="cyan"), title_align="left", border_style="cyan")
 
 
 _TOOL_NAME = re.compile(r"[A-Za-z_][\w\-.]{0,63}")
@@ -263,6 +285,11 @@ def _visible_fields(value: Any) -> Any:
 
 
 def _call_body(call: ToolCall, code: tuple[str, str] | None) -> RenderableType:
+    if call.syntax == "xml":  # GLM-4.5+: the arguments as written, a code tool's code as code
+        pairs = dict(glm45.read_pairs(call.body))
+        if code is not None and code[1] in pairs:
+            return _code_or_text(code, pairs[code[1]])
+        return Text("\n".join(f"{key}: {value}" for key, value in pairs.items()))
     body = call.body if call.body else json.dumps(call.arguments, ensure_ascii=False)
     if code is not None and call.syntax == "json":  # a chat API's {"code": "..."}: show the code itself
         arguments = call.arguments

@@ -356,3 +356,27 @@ def test_a_tiny_trained_glm47_runs_a_multi_step_task_locally(tmp_path):
     assert [step.reasoning for step in result.steps] == ["First 2+3.", "Then 5+4.", "Got 9."]
     assert [o.content for step in result.steps for o in step.observations] == ["5", "9"]
     assert all(step.usage.reused_tokens > 0 for step in result.steps[1:])
+
+
+def test_the_terminal_shows_glm45_turns_as_thinking_calls_and_answers():
+    """Drafts as they stream and settled calls: reasoning dim, arguments as ``key: value``, code as code."""
+    from rich.console import Console
+
+    from agent.display import EventDisplay, _draft_panel
+    from agent.events import ToolCallEvent
+
+    console = Console(record=True, width=80, force_terminal=False)
+    code = {"python": ("python", "code")}
+    for draft in ["<think>Which tool?", "Sum it.</think>Sure.<tool_call>add<arg_key>a</arg_key><arg_value>2</arg_value>",
+                  "</think><tool_call>python\n<arg_key>code</arg_key>\n<arg_value>print(1 + 1)", "</think>It is 2."]:
+        console.print(_draft_panel(draft, 5, code))
+    shown = console.export_text()
+    assert "thinking" in shown and "Which tool?" in shown and "<think>" not in shown
+    assert "─ add ─" in shown and "a: 2" in shown and "<arg_key>" not in shown
+    assert "─ python ─" in shown and "print(1 + 1)" in shown and "─ Answer ─" in shown and "It is 2." in shown
+
+    display = EventDisplay(Console(record=True, width=80, force_terminal=False), code=code)
+    (call,) = parse_completion("<tool_call>python<arg_key>code</arg_key><arg_value>x = 1\nprint(x)</arg_value></tool_call>").tool_calls
+    display.show(ToolCallEvent(run_id="r", step=1, call=call))
+    settled = display.console.export_text()
+    assert "x = 1\n" in settled.replace("│", "").replace("  ", "") and "arg_value" not in settled
