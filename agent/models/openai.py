@@ -7,6 +7,10 @@ glm-4-9b-chat, which it has none for, use :class:`CompletionsModel`); we send Op
 calls ``python`` with ``{"code": "..."}``.
 
 >>> model = OpenAIChatModel("http://localhost:8000/v1", "glm-4-9b-chat")
+
+The server applies its own template, so the model's family matters here only for the names it knows the
+built-in tools by: ``chat_format=GLM45`` (``--format glm45``) says the served model is GLM-4.5+, and
+the browser is offered as ``browser.search``, ``browser.open`` and ``browser.find``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 from ..messages import Message, ToolCall, ToolSpec
 from ..policy import ModelSettings
 from ..protocol import glm4
+from ..protocol.format import ChatFormat
 from ._http import ServedModel, usage_from
 from .base import ChatModel, ModelTurn, StopReason, TokenCallback
 
@@ -25,8 +30,18 @@ class OpenAIChatModel(ServedModel, ChatModel):
     """A chat API with native ``tools``/``tool_calls``; streams over SSE by default.
 
     Takes the arguments of :class:`~agent.models._http.ServedModel`: ``base_url``, ``model``,
-    ``api_key``, ``stream``, ``timeout``, ``max_retries``, ``backoff``, ``extra_body``…
+    ``api_key``, ``stream``, ``timeout``, ``max_retries``, ``backoff``, ``extra_body``…, and
+    ``chat_format``: the served model's family, for the names it knows the built-ins by (``None``: the
+    All Tools names, ``simple_browser``).
     """
+
+    def __init__(self, *args: Any, chat_format: ChatFormat | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.chat_format = chat_format
+
+    @property
+    def builtin_style(self) -> str:
+        return self.chat_format.builtin_style if self.chat_format is not None else super().builtin_style
 
     async def generate(self, messages: list[Message], tools: list[ToolSpec], settings: ModelSettings,
                        on_token: TokenCallback | None = None) -> ModelTurn:
