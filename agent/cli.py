@@ -34,6 +34,7 @@ from .loop import Agent, ChatSession
 from .messages import ToolCall
 from .models.base import ChatModel
 from .policy import Policy, load_policy, policy_schema, policy_table
+from .protocol.format import ChatFormat
 from .builtins import builtin_names
 from .registry import default_builtins
 from .tool import Tool
@@ -82,7 +83,8 @@ RetriesOpt = typer.Option(None, "--max-retries", min=0, metavar="N", help="With 
                           "connection errors, 429 and 5xx (default 3).")
 FormatOpt = typer.Option(None, "--format", metavar="glm4|glm45|glm47", help="The model's chat format: glm4 "
                          "(glm-4-9b-chat, GLM-4-0414), glm45 (GLM-4.5/4.6) or glm47 (GLM-4.7, 4.7-Flash). Default: "
-                         "read from a local checkpoint; glm4 for --backend completions.")
+                         "read from a local checkpoint; glm4 for a served model. With --backend chat it says only "
+                         "which names the built-ins get (glm45, glm47: browser.search, browser.open, browser.find).")
 ThinkingOpt = typer.Option(None, "--thinking", metavar="on|off", help="GLM-4.5+ models: think before answering "
                            "(default on).")
 NoStreamOpt = typer.Option(False, "--no-stream", help="With --base-url: ask for whole answers instead of a stream.")
@@ -269,10 +271,16 @@ def show_policy(
 @app.command("tools")
 def list_tools(
     tools: Optional[str] = ToolsOpt, tools_module: Optional[List[str]] = ModuleOpt, policy: str = PolicyOpt,
-    json_output: bool = typer.Option(False, "--json", help="Print the schemas as JSON."), debug: bool = DebugOpt,
+    json_output: bool = typer.Option(False, "--json", help="Print the schemas as JSON."),
+    chat_format: Optional[str] = typer.Option(None, "--format", metavar="glm4|glm45", help="List them as a model "
+                                              "of this family is shown them (glm45: the browser as browser.search, "
+                                              "browser.open, browser.find). Default: glm4."),
+    debug: bool = DebugOpt,
 ) -> None:
     """List the tools an agent would have, with their schemas."""
     with _errors(debug):
+        fmt = _format_named(chat_format)
+        style = fmt.builtin_style if fmt is not None else "all_tools"
         loaded_policy = load_policy(policy)
         names = _builtin_names(tools, loaded_policy)
         registry_items: list = list(names)
@@ -280,7 +288,7 @@ def list_tools(
             registry_items += load_tools_module(module)
         from .registry import ToolRegistry
 
-        registry = ToolRegistry(registry_items, policy=loaded_policy)
+        registry = ToolRegistry(registry_items, policy=loaded_policy, builtin_style=style)
         specs = registry.specs()  # listing starts nothing: tools start on first use
         if json_output:
             print(json.dumps([spec.model_dump() for spec in specs], indent=2, ensure_ascii=False))
@@ -384,25 +392,20 @@ def build_model(model: str | None, base_url: str | None, api_key: str | None,
     """The backend the CLI flags describe: served (chat or completions) with --base-url, else local.
 
     ``served``: ``timeout``, ``max_retries``, ``stream`` for a served model (usage error without one).
-    ``chat_format``: the raw-prompt backends' format (a chat server applies its own template).
+    ``chat_format``: the raw-prompt backends' format; for a chat server, which applies its own template,
+    the family it serves (the names the built-ins get).
     """
     from . import models
-    from .protocol import formats
     from .protocol.formats import chat_format as format_named
 
-    if chat_format is not None and chat_format not in formats.NAMES:
-        raise UsageError(f"--format {chat_format} is not a chat format: use {' or '.join(formats.NAMES)}.")
-    fmt = format_named(chat_format) if chat_format else None
+    fmt = _format_named(chat_format)
     if base_url:
         if not model:
             raise UsageError("--model is required with --base-url: give the name the server serves the model under.")
         if backend == Backend.completions:
             return models.CompletionsModel(base_url, model, api_key=api_key, chat_format=fmt or format_named("glm4"),
                                            **served)
-        if fmt is not None:
-            raise UsageError("--format applies to --backend completions and local models: a chat server applies "
-                             "its own template.")
-        return models.OpenAIChatModel(base_url, model, api_key=api_key, **served)
+        return models.OpenAIChatModel(base_url, model, api_key=api_key, chat_format=fmt, **served)
     if backend is not None or served:
         flags = "--backend" if backend is not None else "--timeout, --max-retries and --no-stream"
         verb = "applies" if backend is not None else "apply"
@@ -411,6 +414,17 @@ def build_model(model: str | None, base_url: str | None, api_key: str | None,
     local = models.TransformersModel(model, **options) if model else models.TransformersModel(**options)
     local.load()  # now, with its progress bar, rather than in the middle of the first step
     return local
+
+
+def _format_named(name: str | None) -> ChatFormat | None:
+    """The chat format ``--format`` names (``None`` without the flag)."""
+    from .protocol import formats
+
+    if name is None:
+        return None
+    if name not in formats.NAMES:
+        raise UsageError(f"--format {name} is not a chat format: use {' or '.join(formats.NAMES)}.")
+    return formats.chat_format(name)
 
 
 def _on_off(value: str | None) -> bool | None:

@@ -54,7 +54,9 @@ class Agent:
     Args:
         model: a ``ChatModel``; by default the local GLM-4-9B on transformers, loaded on first use.
         tools: built-in names (``"python"``, ``"simple_browser"``, ``"cogview"``), ``@tool`` functions
-            or ``Tool`` objects. By default the built-ins the policy enables.
+            or ``Tool`` objects. By default the built-ins the policy enables. The model is shown them by
+            the names its family was trained with (``model.builtin_style``): a GLM-4.5+ model sees
+            ``simple_browser`` as ``browser.search``, ``browser.open`` and ``browser.find``.
         policy: ``"default"``, ``"strict"``, ``"trusted"``, a TOML path or a ``Policy``.
         system_prompt: text for the system message. By default the agent adds none of its own.
         approve: called for tools the policy lists under ``require_approval``; returns True to run it.
@@ -84,7 +86,8 @@ class Agent:
         self.runs_dir = Path(runs_dir).absolute()  # artifacts carry host paths that work from anywhere
         self.workdir = Path(workdir).absolute() if workdir is not None else None
         self.transcript = TranscriptWriter(transcript) if transcript else None
-        self.tools = ToolRegistry(default_builtins(self.policy) if tools is None else tools, policy=self.policy)
+        self.tools = ToolRegistry(default_builtins(self.policy) if tools is None else tools, policy=self.policy,
+                                  builtin_style=model.builtin_style if model is not None else "all_tools")
         unknown = [name for name in self.policy.tools.require_approval
                    if name not in self.tools and name not in builtin_names()]
         if unknown:
@@ -95,14 +98,17 @@ class Agent:
 
     @property
     def model(self) -> ChatModel:
-        if self._model is None:
+        model = self._model
+        if model is None:
             from .models import TransformersModel
 
-            self._model = TransformersModel()
-        return self._model
+            model = self.model = TransformersModel()
+        return model
 
     @model.setter
     def model(self, model: ChatModel) -> None:
+        # The tools are shown by the names the model's family was trained with (GLM-4.5+: browser.search...).
+        self.tools.builtin_style = model.builtin_style
         self._model = model
 
     def chat(self) -> "ChatSession":
@@ -475,7 +481,8 @@ class ChatSession:
             self.messages.extend(observation_messages(observation))
 
     async def _approved(self, call: ToolCall) -> bool:
-        if call.name not in self.agent.policy.tools.require_approval:
+        # The policy names a tool as it was added: "simple_browser" covers browser.open too.
+        if self.agent.tools.policy_name(call.name) not in self.agent.policy.tools.require_approval:
             return True
         if self.agent.approve is None:
             return False

@@ -42,11 +42,22 @@ def load_builtin(name: str, policy: Policy) -> Tool:
 
 
 class ToolRegistry:
-    """The tools of one agent, by name."""
+    """The tools of one agent, by name, as a model of one family is shown them.
 
-    def __init__(self, tools: Iterable[str | Tool | Callable[..., Any]] = (), policy: Policy | None = None):
+    ``builtin_style`` is the model's (:attr:`ChatModel.builtin_style
+    <agent.models.base.ChatModel.builtin_style>`): each tool is shown as its :meth:`Tool.variants` for it,
+    so under ``"tir"`` the one ``simple_browser`` is shown as ``browser.search``, ``browser.open`` and
+    ``browser.find``. :attr:`names`, :meth:`specs`, :meth:`call` and iteration are about the tools as shown;
+    the policy names tools as they were added (:meth:`policy_name`).
+    """
+
+    def __init__(self, tools: Iterable[str | Tool | Callable[..., Any]] = (), policy: Policy | None = None,
+                 builtin_style: str = "all_tools"):
         self.policy = policy or Policy()
-        self._tools: dict[str, Tool] = {}
+        self._style = builtin_style
+        self._tools: dict[str, Tool] = {}  # as added, by the names the policy knows them by
+        self._shown: dict[str, Tool] = {}  # as the model is shown them, by the names it calls them by
+        self._owner: dict[str, str] = {}  # a shown name -> the name of the tool it is a variant of
         try:
             for item in tools:
                 self.add(item)
@@ -68,28 +79,52 @@ class ToolRegistry:
         new.spec  # validates the signature now, not at the first call
         if new.name in self._tools:
             raise ToolDefinitionError(f"Two tools are named {new.name!r}: rename one with @tool(name=...).")
+        shown, owner = dict(self._shown), dict(self._owner)
+        _show(new, self._style, shown, owner)
         self._tools[new.name] = new
+        self._shown, self._owner = shown, owner
         return new
 
+    @property
+    def builtin_style(self) -> str:
+        return self._style
+
+    @builtin_style.setter
+    def builtin_style(self, style: str) -> None:
+        """Show the tools as a model of another family knows them (the agent's model changed); nothing
+        changes if two names would clash."""
+        if style == self._style:
+            return
+        shown: dict[str, Tool] = {}
+        owner: dict[str, str] = {}
+        for tool in self._tools.values():
+            _show(tool, style, shown, owner)
+        self._style, self._shown, self._owner = style, shown, owner
+
+    def policy_name(self, name: str) -> str:
+        """The name the policy knows the tool shown as ``name`` by: its own, or for a variant the name of
+        its tool (``browser.open`` → ``simple_browser``); an unknown name as it is."""
+        return self._owner.get(name, name)
+
     def __contains__(self, name: str) -> bool:
-        return name in self._tools
+        return name in self._shown or name in self._tools
 
     def __iter__(self):
-        return iter(self._tools.values())
+        return iter(self._shown.values())
 
     def __len__(self) -> int:
-        return len(self._tools)
+        return len(self._shown)
 
     @property
     def names(self) -> list[str]:
-        return list(self._tools)
+        return list(self._shown)
 
     def specs(self) -> list[ToolSpec]:
-        return [tool.spec for tool in self._tools.values()]
+        return [tool.spec for tool in self._shown.values()]
 
     async def call(self, call: ToolCall, context: ToolContext) -> Observation:
         """Run one call and return its observation; never raises for the tool's or the model's faults."""
-        tool = self._tools.get(call.name)
+        tool = self._shown.get(call.name)
         if tool is None:
             return error_observation(call, f"There is no tool named {call.name!r}. Available tools: {', '.join(self.names) or 'none'}.")
         try:
@@ -133,6 +168,18 @@ class ToolRegistry:
     async def aclose(self) -> None:
         for tool in self._tools.values():
             await tool.aclose()
+
+
+def _show(tool: Tool, style: str, shown: dict[str, Tool], owner: dict[str, str]) -> None:
+    """Add what a model whose built-ins go by ``style`` is shown of ``tool`` to ``shown`` (by name) and
+    ``owner`` (each shown name's tool); a name already there is an error."""
+    for variant in tool.variants(style):
+        variant.spec  # a variant's schema is checked when it is made, as a tool's is
+        if variant.name in shown:
+            renamed = sorted({owner[variant.name], tool.name} - {variant.name})  # tools shown under other names
+            how = f" (one is how {' and '.join(map(repr, renamed))} is shown to this model)" if renamed else ""
+            raise ToolDefinitionError(f"Two tools are named {variant.name!r}{how}: rename one with @tool(name=...).")
+        shown[variant.name], owner[variant.name] = variant, tool.name
 
 
 def _read_body(tool: Tool, call: ToolCall) -> dict[str, Any]:

@@ -196,6 +196,18 @@ class Tool:
             return await self.forward(**kwargs)
         return await in_worker_thread(self.forward, **kwargs)
 
+    def variants(self, builtin_style: str) -> list["Tool"]:
+        """The tools this one is shown to a model as, for a family whose built-ins go by ``builtin_style``
+        (:attr:`ChatModel.builtin_style <agent.models.base.ChatModel.builtin_style>`): ``"all_tools"``
+        (GLM-4 All Tools: ``simple_browser``) or ``"tir"`` (GLM-4.6's tool-integrated reasoning:
+        ``browser.search``, ``browser.open``, ``browser.find``). By default, itself.
+
+        A variant works on its tool's state (its session in ``context.state``); the registry starts and
+        closes only the tool itself, and the policy names it by the tool's name (``[tools] enabled``,
+        ``require_approval``).
+        """
+        return [self]
+
     async def receive_files(self, files: list[InputFile], context: ToolContext) -> list[str] | None:
         """Take the user's files for this session; return where the tool's code sees each one, in order.
 
@@ -237,6 +249,17 @@ class FunctionTool(Tool):
         return self.fn(*args, **kwargs)
 
 
+# A name is letters, digits, '_' and '-', or such parts joined by dots (GLM-4.6 was trained with
+# `browser.search`; MCP servers namespace their tools so too), at most 64 characters in all.
+_TOOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(?:\.[A-Za-z_][A-Za-z0-9_\-]*)*")
+NAME_RULE = "must be letters, digits, '_' or '-' (parts may be joined by '.'; at most 64 characters)"
+
+
+def is_tool_name(name: str) -> bool:
+    """Whether ``name`` can name a tool: ``get_weather``, ``browser.search``."""
+    return len(name) <= 64 and _TOOL_NAME.fullmatch(name) is not None
+
+
 class ArgumentError(ValueError):
     """A call's arguments do not fit the tool's schema; the message names each problem."""
 
@@ -249,8 +272,8 @@ class SchemaTool(Tool):
 
         function = spec.get("function", spec) if spec.get("type") == "function" else spec
         name, parameters = function.get("name"), function.get("parameters") or {"type": "object", "properties": {}}
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}", name):
-            raise ToolDefinitionError(f"Tool name {name!r} must be letters, digits, '_' or '-' (at most 64).")
+        if not isinstance(name, str) or not is_tool_name(name):
+            raise ToolDefinitionError(f"Tool name {name!r} {NAME_RULE}.")
         if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
             raise ToolDefinitionError(f"Tool {name!r}: parameters must be a JSON Schema of an object.")
         validator_class = validators.validator_for(parameters)
@@ -330,8 +353,8 @@ class _Signature:
 
     @classmethod
     def of(cls, fn: Callable[..., Any], name: str, description: str) -> "_Signature":
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}", name):
-            raise ToolDefinitionError(f"Tool name {name!r} must be letters, digits, '_' or '-' (at most 64).")
+        if not is_tool_name(name):
+            raise ToolDefinitionError(f"Tool name {name!r} {NAME_RULE}.")
         summary, arg_docs = parse_docstring(inspect.getdoc(fn) or "")
         try:
             hints = get_type_hints(fn, include_extras=True)

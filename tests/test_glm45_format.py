@@ -170,7 +170,6 @@ def test_thinking_off_reaches_a_chat_server_as_its_template_switch(fake_server):
 
 @pytest.mark.parametrize("flags, message", [
     (["--format", "glm5"], "--format glm5 is not a chat format"),
-    (["--format", "glm45"], "--format applies to --backend completions"),
     (["--thinking", "maybe"], "--thinking takes on or off"),
 ])
 def test_format_flags_that_cannot_be(fake_server, flags, message):

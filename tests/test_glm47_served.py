@@ -8,6 +8,8 @@ answer, so every malformation is shown to be survivable, not only readable.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fake_glm_server import Reply
@@ -133,6 +135,11 @@ def test_chat_backend_reads_the_xml_a_server_left_in_content(fake_server, name, 
     fake_server.script(replies)
     result = _run(OpenAIChatModel(fake_server.url, fake_server.model, stream=stream))
     _check(result, calls, answer, len(completions))
+    # a call read here goes back to the server as JSON arguments, typed by the tool's schema
+    history = fake_server.posts[1].body["messages"]
+    echoed = next(message["tool_calls"][0]["function"] for message in history if message.get("tool_calls"))
+    if name not in ("a value of the wrong type, then corrected", "an unknown tool, then a known one"):
+        assert (echoed["name"], json.loads(echoed["arguments"])) == calls[0]
 
 
 @pytest.mark.parametrize("stream", [True, False])

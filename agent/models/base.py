@@ -61,6 +61,14 @@ class ChatModel(abc.ABC):
     def name(self) -> str:
         return type(self).__name__
 
+    @property
+    def builtin_style(self) -> str:
+        """The names this model knows the built-in tools by (it decides what :meth:`Tool.variants
+        <agent.tool.Tool.variants>` the agent shows it): ``"all_tools"`` (GLM-4 All Tools:
+        ``simple_browser``), the default, or ``"tir"`` (GLM-4.5+: ``browser.search``, ``browser.open``,
+        ``browser.find``)."""
+        return "all_tools"
+
 
 class Completion(BaseModel):
     text: str
@@ -73,6 +81,10 @@ class RawPromptModel(ChatModel):
     :class:`~agent.protocol.format.ChatFormat` (GLM-4's unless given another)."""
 
     chat_format: ChatFormat = GLM4
+
+    @property
+    def builtin_style(self) -> str:
+        return self.chat_format.builtin_style
 
     @abc.abstractmethod
     async def complete(self, prompt: str, settings: ModelSettings, on_token: TokenCallback | None = None,

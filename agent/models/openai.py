@@ -7,6 +7,10 @@ glm-4-9b-chat, which it has none for, use :class:`CompletionsModel`); we send Op
 calls ``python`` with ``{"code": "..."}``.
 
 >>> model = OpenAIChatModel("http://localhost:8000/v1", "glm-4-9b-chat")
+
+The server applies its own template, so the model's family matters here only for the names it knows the
+built-in tools by: ``chat_format=GLM45`` (``--format glm45``) says the served model is GLM-4.5+, and
+the browser is offered as ``browser.search``, ``browser.open`` and ``browser.find``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 from ..messages import Message, ToolCall, ToolSpec
 from ..policy import ModelSettings
 from ..protocol import glm4, glm45
+from ..protocol.format import ChatFormat
 from ._http import ServedModel, usage_from
 from .base import ChatModel, ModelTurn, StopReason, TokenCallback
 
@@ -25,12 +30,22 @@ class OpenAIChatModel(ServedModel, ChatModel):
     """A chat API with native ``tools``/``tool_calls``; streams over SSE by default.
 
     Takes the arguments of :class:`~agent.models._http.ServedModel`: ``base_url``, ``model``,
-    ``api_key``, ``stream``, ``timeout``, ``max_retries``, ``backoff``, ``extra_body``…
+    ``api_key``, ``stream``, ``timeout``, ``max_retries``, ``backoff``, ``extra_body``…, and
+    ``chat_format``: the served model's family, for the names it knows the built-ins by (``None``: the
+    All Tools names, ``simple_browser``).
     """
+
+    def __init__(self, *args: Any, chat_format: ChatFormat | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.chat_format = chat_format
+
+    @property
+    def builtin_style(self) -> str:
+        return self.chat_format.builtin_style if self.chat_format is not None else super().builtin_style
 
     async def generate(self, messages: list[Message], tools: list[ToolSpec], settings: ModelSettings,
                        on_token: TokenCallback | None = None) -> ModelTurn:
-        fields: dict[str, Any] = {"messages": chat_messages(messages)}
+        fields: dict[str, Any] = {"messages": chat_messages(messages, tools)}
         if tools:  # an empty list is refused by some servers; no tools means no key
             fields["tools"] = [chat_tool(spec) for spec in tools]
         body = self.request_body(settings, **fields)
@@ -103,7 +118,7 @@ def _merge_fragment(call: dict[str, Any], fragment: dict[str, Any]) -> None:
 # Our messages → chat API JSON
 
 
-def chat_messages(messages: list[Message]) -> list[dict[str, Any]]:
+def chat_messages(messages: list[Message], tools: list[ToolSpec] | None = None) -> list[dict[str, Any]]:
     """The conversation as chat API messages.
 
     Assistant calls become ``tool_calls``; observations become ``tool`` messages answering them by
@@ -112,6 +127,7 @@ def chat_messages(messages: list[Message]) -> list[dict[str, Any]]:
     headed by its metadata so ``[N†source]`` stays citable.
     """
     out: list[dict[str, Any]] = []
+    schemas = {spec.name: spec.parameters for spec in tools or []}
     unanswered: list[str] = []
     parts: list[Message] = []  # observation parts answering the same call, waiting to be joined
 
@@ -135,7 +151,7 @@ def chat_messages(messages: list[Message]) -> list[dict[str, Any]]:
         reasoning = {"reasoning_content": message.reasoning} if message.reasoning else {}
         if message.role == "assistant" and message.tool_calls:
             out.append({"role": "assistant", "content": message.content or None, **reasoning,
-                        "tool_calls": [chat_tool_call(call) for call in message.tool_calls]})
+                        "tool_calls": [chat_tool_call(call, schemas.get(call.name)) for call in message.tool_calls]})
             unanswered = [call.id for call in message.tool_calls]
         elif message.role == "system" and not message.content:
             continue  # the GLM-4 tools carrier; chat APIs take tools separately
@@ -145,10 +161,13 @@ def chat_messages(messages: list[Message]) -> list[dict[str, Any]]:
     return out
 
 
-def chat_tool_call(call: ToolCall) -> dict[str, Any]:
-    """One call as the chat API echoes it: JSON arguments, or a GLM-4 body (raw code) as it was written."""
+def chat_tool_call(call: ToolCall, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One call as the chat API echoes it: JSON arguments (a GLM-4.5+ XML call read from the text typed
+    by the tool's ``schema``), or a GLM-4 body (raw code) as it was written."""
     if call.arguments is not None:
         arguments = json.dumps(call.arguments, ensure_ascii=False)
+    elif call.syntax == "xml":
+        arguments = json.dumps(glm45.decode_arguments(call.body, schema or {}), ensure_ascii=False)
     else:
         arguments = call.body or "{}"
     return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": arguments}}

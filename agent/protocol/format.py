@@ -71,6 +71,14 @@ class ChatFormat(abc.ABC):
         as it is). Formats without thinking ignore them."""
         return self
 
+    def implied_stop(self, text: str, tool_names: Iterable[str]) -> str:
+        """The stop a completion written by hand implies (a :class:`~agent.models.ScriptedModel`'s script):
+        the stop token it ends with, else ``"observation"`` when it holds a call, else ``"user"``."""
+        for token, reason in self.stop_reasons.items():
+            if text.endswith(token):
+                return reason
+        return "observation" if self.parse(text, tool_names).tool_calls else "user"
+
     @abc.abstractmethod
     def call_body_start(self, segment: str) -> tuple[str, int] | None:
         """In the text of the current assistant segment (after ``turn_start``), the tool being called and

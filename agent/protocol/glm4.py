@@ -295,6 +295,9 @@ class GLM4Format(ChatFormat):
     def template_inputs(self, messages: list[Message], tools: list[ToolSpec] | None = None) -> dict[str, Any]:
         return {"conversation": template_messages(messages, tools)}
 
+    def implied_stop(self, text: str, tool_names: Iterable[str]) -> str:
+        return implied_stop(text, tool_names)
+
     def call_body_start(self, segment: str) -> tuple[str, int] | None:
         name, newline, _ = segment.partition("\n")  # "name\n{body}"; an answer starts with "\n"
         return (name.strip(), len(name) + 1) if newline and name.strip() else None

@@ -10,6 +10,9 @@ Three actions, as GLM-4 calls them:
 Ids are unique in a session (one per URL, numbered on across searches and page links), and every
 id shown comes back as a :class:`~agent.messages.Citation`, so ``【i†...】`` in the final answer
 resolves to its URL in ``RunResult.citations``.
+
+A GLM-4.5+ model knows the browser by GLM-4.6's names instead, three functions on the same session
+(:mod:`tools.browser.tir`): ``browser.search``, ``browser.open`` and ``browser.find``.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from agent.tool import Tool, ToolContext, ToolOutput
 from .actions import parse_action
 from .errors import BrowserError
 from .fetch import USER_AGENT, Fetcher, Resolver
-from .reader import Document, is_readable, read
+from .reader import Document, clean_inline, is_readable, read
 from .search import API_KEY_ENV, SearchBackend, backend_from_settings
 from .settings import BrowserSettings
-from .view import Ref, Refs, ShownResult, format_results, host_of, render_page, url_key
+from .view import (Ref, Refs, Reopen, ShownResult, format_results, host_of, open_url_call, render_find, render_page,
+                   url_key)
 
 MAX_MCLICK = 10  # GLM-4's prompt asks for 3-10 pages a call
 MAX_CONCURRENT_FETCHES = 8
@@ -48,6 +52,7 @@ class BrowserSession:
         self._search_client: httpx.AsyncClient | None = None
         self._pages: dict[str, asyncio.Future[Document]] = {}  # the per-session cache: each page read once
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
+        self.last_page: tuple[Ref, Document] | None = None  # the page opened last (what find looks in)
 
     async def aclose(self) -> None:
         for future in self._pages.values():
@@ -58,15 +63,17 @@ class BrowserSession:
 
     # -- actions ------------------------------------------------------------------------------------
 
-    async def search(self, query: str | None, recency_days: int | None) -> ToolOutput:
+    async def search(self, query: str | None, recency_days: int | None, count: int | None = None) -> ToolOutput:
+        """Results for ``query``: ``count`` of them (at most the policy's ``max_results``, which is the default)."""
         if not query or not query.strip():
             raise BrowserError('search needs a query, e.g. search("GLM-4 technical report", recency_days=30).')
+        limit = self.settings.max_results if count is None else max(1, min(count, self.settings.max_results))
         backend = self._backend or backend_from_settings(self.settings)
         if self._search_client is None:
             self._search_client = httpx.AsyncClient(timeout=self.settings.timeout_s, follow_redirects=True,
                                                     headers={"User-Agent": USER_AGENT})
         results = await backend.search(self._search_client, query.strip(), recency_days=recency_days,
-                                       count=self.settings.max_results, retrying=self.fetcher.retrying)
+                                       count=limit, retrying=self.fetcher.retrying)
         allowed = [r for r in results if self.fetcher.domain_allowed(host_of(r.url) or "")]
         hidden = len(results) - len(allowed)
         note = f"({hidden} results from domains the policy does not allow were left out.)" if hidden else ""
@@ -114,20 +121,46 @@ class BrowserSession:
         view = render_page(doc, ref, self.refs, cursor=0, window_chars=self.settings.window_chars, quote=True)
         return ToolOutput(text=view.text, metadata=f"quote_result [{ref_id}†source]", citations=view.citations)
 
-    async def open_url(self, url: str | None, cursor: int | None) -> ToolOutput:
+    async def open_url(self, url: str | None, cursor: int | None, reopen: Reopen = open_url_call) -> ToolOutput:
         if not url or not url.strip():
             raise BrowserError('open_url needs a URL, e.g. open_url("https://example.com/page").')
         url = url.strip()
         if "://" not in url and "." in url.split("/", 1)[0]:
             url = "https://" + url  # "example.com/page": what people and models often write
-        ref = self.refs.add(url)
-        doc = await self.open(url)
+        return await self.show(self.refs.add(url), cursor, reopen)
+
+    async def open_id(self, ref_id: int, cursor: int | None, reopen: Reopen) -> ToolOutput:
+        """The page behind an id that search or a page showed."""
+        ref = self.refs.get(ref_id)
+        if ref is None:
+            raise BrowserError(f"There is no id {ref_id}: use an id shown by a search or on a page (known ids: "
+                               f"{self.refs.known()}), or a URL.")
+        return await self.show(ref, cursor, reopen)
+
+    async def show(self, ref: Ref, cursor: int | None, reopen: Reopen) -> ToolOutput:
+        """One window of the page ``ref`` names, from line ``cursor``; it becomes the page opened last."""
+        doc = await self.open(ref.url)
         ref.title = ref.title or doc.title
         try:
             view = render_page(doc, ref, self.refs, cursor=cursor or 0, window_chars=self.settings.window_chars,
-                               quote=False)
+                               quote=False, reopen=reopen)
         except ValueError as exc:
-            raise BrowserError(f"{exc}; call open_url({url!r}) without a cursor to start at the top.") from None
+            raise BrowserError(f"{exc}; call {reopen(ref, None)} without a cursor to start at the top.") from None
+        self.last_page = (ref, doc)
+        return ToolOutput(text=view.text, metadata="browser_result", citations=view.citations)
+
+    def find(self, pattern: str, reopen: Reopen) -> ToolOutput:
+        """The lines of the page opened last that hold ``pattern``, ignoring case."""
+        if not pattern.strip():
+            raise BrowserError("find needs a pattern: the text to look for in the page opened last.")
+        if self.last_page is None:
+            raise BrowserError("No page is open yet: open one first (find looks in the page opened last).")
+        ref, doc = self.last_page
+        view = render_find(doc, ref, self.refs, pattern, window_chars=self.settings.window_chars, reopen=reopen)
+        if view is None:
+            title = clean_inline(doc.title) or host_of(doc.url)
+            return ToolOutput(text=f'No match: "{pattern}" is nowhere in 【{ref.id}†{title}】 ({doc.url}).',
+                              metadata="browser_result")
         return ToolOutput(text=view.text, metadata="browser_result", citations=view.citations)
 
     # -- pages --------------------------------------------------------------------------------------
@@ -208,6 +241,14 @@ class BrowserTool(Tool):
         if action == "mclick":
             return await session.mclick(ids, context)
         return await session.open_url(url, cursor)
+
+    def variants(self, builtin_style: str) -> list[Tool]:
+        """GLM-4.5+ (``"tir"``) knows the browser as three functions on this tool's session."""
+        if builtin_style == "tir":
+            from .tir import BrowserFind, BrowserOpen, BrowserSearch  # they build on this module
+
+            return [BrowserSearch(self), BrowserOpen(self), BrowserFind(self)]
+        return [self]
 
     def session(self, context: ToolContext) -> BrowserSession:
         """This session's browser, made on first use and closed with the session."""

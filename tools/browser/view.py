@@ -3,13 +3,15 @@
 Every URL the model is shown gets one id for the whole session (search results are numbered on
 across searches, links on pages join the same sequence), so ``【3†...】`` in an answer means one
 thing. Pages longer than one window are shown with numbered lines and a note saying what is
-visible and how to scroll: ``open_url(url, cursor=N)`` shows the lines from N on.
+visible and how to scroll: ``open_url(url, cursor=N)`` shows the lines from N on (``browser.open(id=i,
+cursor=N)`` under GLM-4.6's names). :func:`render_find` lists the lines of a page that hold a pattern.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 from urllib.parse import urlsplit
 
 from agent.messages import Citation
@@ -17,6 +19,7 @@ from agent.messages import Citation
 from .reader import LINK, Document, clean_inline
 
 MAX_LINE_CHARS = 400  # longer lines are wrapped so a window can end inside a long paragraph
+FIND_CONTEXT = 1  # lines shown before and after each line a pattern was found in
 
 
 @dataclass
@@ -105,6 +108,15 @@ class PageView:
     citations: list[Citation]
 
 
+# The call that shows a page (from a line, when given one), as the model is told to send it.
+Reopen = Callable[[Ref, int | None], str]
+
+
+def open_url_call(ref: Ref, cursor: int | None) -> str:
+    """GLM-4's: ``open_url("https://...", cursor=40)``."""
+    return f'open_url("{ref.url}")' if cursor is None else f'open_url("{ref.url}", cursor={cursor})'
+
+
 def page_lines(doc: Document) -> list[str]:
     """The document's non-empty lines, long ones wrapped (never inside a link)."""
     lines: list[str] = []
@@ -114,11 +126,13 @@ def page_lines(doc: Document) -> list[str]:
     return lines
 
 
-def render_page(doc: Document, ref: Ref, refs: Refs, *, cursor: int, window_chars: int, quote: bool) -> PageView:
+def render_page(doc: Document, ref: Ref, refs: Refs, *, cursor: int, window_chars: int, quote: bool,
+                reopen: Reopen = open_url_call) -> PageView:
     """One window of a page from line ``cursor``.
 
     ``quote=False`` is ``open_url``'s view (a header naming the page and its id); ``quote=True`` is
-    one page of ``mclick`` (GLM-4's ``quote_result``: the id is in the metadata).
+    one page of ``mclick`` (GLM-4's ``quote_result``: the id is in the metadata). ``reopen`` writes the
+    call that reads on.
     """
     lines = page_lines(doc) or ["(The page has no readable text.)"]
     if cursor < 0 or cursor >= len(lines):
@@ -133,9 +147,49 @@ def render_page(doc: Document, ref: Ref, refs: Refs, *, cursor: int, window_char
     else:
         head = [f" # 【{ref.id}†{title}†{host_of(doc.url)}】", f"URL: {doc.url}", ""]
     tail = [f"Note: {note}" for note in doc.notes]
-    tail.append(_visible(lines, start, end, doc.url))
+    tail.append(_visible(lines, start, end, reopen(ref, end)))
     citations = [Ref(ref.id, doc.url, title).citation(), *(r.citation() for r in link_refs)]
     return PageView(text="\n".join([*head, body, *tail]), citations=citations)
+
+
+def render_find(doc: Document, ref: Ref, refs: Refs, pattern: str, *, window_chars: int,
+                reopen: Reopen) -> PageView | None:
+    """The lines of a page that hold ``pattern`` (ignoring case), each with its number and a line of
+    context either side, under the page's ``【id†title†host】``; ``None`` when no line holds it.
+
+    Lines are numbered as a scrolled page numbers them, so ``reopen(ref, line)`` shows the text around
+    one. As many matches are listed as fit in ``window_chars``; the count says how many there are.
+    """
+    lines = page_lines(doc)
+    needle = pattern.casefold()
+    hits = [n for n, line in enumerate(lines) if needle in LINK.sub(r"\2", line).casefold()]
+    if not hits:
+        return None
+    shown: list[int] = []
+    used = listed = 0
+    for hit in hits:
+        block = list(range(max(hit - FIND_CONTEXT, shown[-1] + 1 if shown else 0),
+                           min(hit + FIND_CONTEXT + 1, len(lines))))
+        cost = sum(len(lines[n]) + 8 for n in block)
+        if listed and used + cost > window_chars:
+            break
+        shown += block
+        used += cost
+        listed += 1
+    rows: list[str] = []
+    for before, n in zip([None, *shown], shown):
+        if before is not None and n > before + 1:
+            rows.append("…")
+        rows.append(f"L{n}: {lines[n]}")
+    body, link_refs = _number_links("\n".join(rows), doc, refs)
+    title = clean_inline(doc.title) or host_of(doc.url)
+    where = f"line{'s' if listed > 1 else ''} {', '.join(map(str, hits[:listed]))}"
+    found = f'Found "{pattern}" on {len(hits)} line{"s" if len(hits) > 1 else ""} of {len(lines)}'
+    more = f"; the first {listed} are shown" if listed < len(hits) else ""
+    head = [f" # 【{ref.id}†{title}†{host_of(doc.url)}】", f"{found}{more}: {where}."]
+    tail = f"To read from a line, call {reopen(ref, max(0, hits[0] - FIND_CONTEXT))}."
+    citations = [Ref(ref.id, doc.url, title).citation(), *(r.citation() for r in link_refs)]
+    return PageView(text="\n".join([*head, body, tail]), citations=citations)
 
 
 def _window(lines: list[str], cursor: int, budget: int) -> tuple[int, int]:
@@ -147,7 +201,7 @@ def _window(lines: list[str], cursor: int, budget: int) -> tuple[int, int]:
     return cursor, end
 
 
-def _visible(lines: list[str], start: int, end: int, url: str) -> str:
+def _visible(lines: list[str], start: int, end: int, read_on: str) -> str:
     if start == 0 and end == len(lines):
         return "Visible: 0% - 100%"
     total = sum(len(line) + 1 for line in lines)
@@ -155,7 +209,7 @@ def _visible(lines: list[str], start: int, end: int, url: str) -> str:
     shown = sum(len(line) + 1 for line in lines[start:end])
     span = f"Visible: lines {start}-{end - 1} of {len(lines)} ({100 * before // total}% - {100 * (before + shown) // total}%)."
     if end < len(lines):
-        return f'{span} To read on, call open_url("{url}", cursor={end}).'
+        return f"{span} To read on, call {read_on}."
     return f"{span} This is the end of the page."
 
 
