@@ -46,7 +46,8 @@ class ModelSettings(_Section):
     temperature: float = Field(0.0, ge=0, description="0 means greedy decoding")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling: the share of probability sampled from")
     max_new_tokens: int = Field(1024, ge=1, description="tokens the model may write in one turn")
-    constrained_calls: bool = Field(False, description="constrain tool-call JSON to the tool's schema (local models)")
+    constrained_calls: bool = Field(False, description="constrain tool-call bodies (JSON or XML) to the tool's "
+                                                       "schema (local models)")
     thinking: bool | None = Field(None, description="GLM-4.5+ models: think before answering (unset: the model's "
                                                     "default, on)")
     preserved_thinking: bool | None = Field(None, description="GLM-4.7: keep earlier turns' reasoning in the "

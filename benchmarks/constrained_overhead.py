@@ -2,6 +2,8 @@
 
 A tiny random GLM (built here, no downloads) is in the middle of a call to a function tool: the prompt
 ends with ``<|assistant|>notes\\n`` and 1, 4 or 16 kB of the call's JSON body, inside a string value.
+``--format glm45`` does the same with a tiny random GLM-4.5 (``Glm4MoeForCausalLM``, GLM-4.5's tags as
+single tokens) in a GLM-4.5 XML call: ``<tool_call>notes``, a ``title`` pair, and the ``text`` value.
 Each side continues it for up to ``--tokens`` tokens, greedy, from the same warm KV cache: free
 decoding (``constrained_calls = false``) and constrained decoding (``true``). A side's time per token is
 ``(T(n tokens) - T(1 token)) / (n - 1)``, so the one-off work of a call (prefilling the last prompt
@@ -11,7 +13,7 @@ logits processor alone along the same tokens, without the model: on a shared mac
 that noise does not blur. A constraint that re-reads the body at every token costs more per token the
 longer the body; one that keeps its parser's state between tokens does not.
 
-    python benchmarks/constrained_overhead.py [--tokens 48] [--reps 5] [--sizes 1,4,16]
+    python benchmarks/constrained_overhead.py [--tokens 48] [--reps 5] [--sizes 1,4,16] [--format glm45]
 
 The last line is ``constrained_overhead: overhead_ms_1k=A mask_ms_1k=B … mask_growth=C``: per size,
 constrained minus free milliseconds per token, and the processor's own milliseconds per token;
@@ -39,6 +41,8 @@ from agent.messages import Message, ToolSpec
 from agent.models.transformers import TransformersModel
 from agent.policy import ModelSettings
 from agent.protocol import glm4
+from agent.protocol.format import ChatFormat
+from agent.protocol.glm45 import GLM45
 
 NOTES = ToolSpec(name="notes", description="Save a note.", parameters={
     "type": "object", "additionalProperties": False, "required": ["title", "text"],
@@ -48,12 +52,16 @@ FILLER = ("What is the weather in Beijing today? It is sunny. The answer is 5. A
           "sitting on a windowsill at sunset, warm light, soft colors. ")
 
 
-def call_prompt(body_bytes: int) -> str:
-    """A prompt that ends inside a call to ``notes`` whose body is ``body_bytes`` long, in an open string."""
-    body = '{"title": "observations", "text": "'
-    body += (FILLER * (body_bytes // len(FILLER) + 1))[: body_bytes - len(body)]
+def call_prompt(body_bytes: int, chat_format: ChatFormat = glm4.GLM4) -> str:
+    """A prompt that ends inside a call to ``notes`` whose body is ``body_bytes`` long, in an open string
+    (GLM-4: the JSON body; GLM-4.5: the XML pairs, inside the ``text`` value)."""
     messages = [Message(role="user", content="Write down what you saw today.")]
-    return glm4.render_prompt(messages, [NOTES]) + "notes\n" + body
+    if chat_format.call_syntax == "xml":
+        head = chat_format.render(messages, [NOTES]) + "<think></think>\n<tool_call>notes"
+        body = "\n<arg_key>title</arg_key>\n<arg_value>observations</arg_value>\n<arg_key>text</arg_key>\n<arg_value>"
+    else:
+        head, body = glm4.render_prompt(messages, [NOTES]) + "notes\n", '{"title": "observations", "text": "'
+    return head + body + (FILLER * (body_bytes // len(FILLER) + 1))[: body_bytes - len(body)]
 
 
 async def fastest(model: TransformersModel, prompt: str, settings: ModelSettings,
@@ -85,12 +93,12 @@ async def per_token(model: TransformersModel, prompt: str, constrained: bool, to
     return 1000 * (total - first) / (written - 1), 1000 * first, text
 
 
-def mask_ms(tokenizer: Any, prompt: str, text: str) -> float:
+def mask_ms(tokenizer: Any, prompt: str, text: str, chat_format: ChatFormat) -> float:
     """The constraint alone, without the model: median milliseconds of a call of the logits processor,
     token by token along ``text`` (after a first call that reads the body already in the prompt)."""
     from agent.models.constrained import ToolCallConstraint
 
-    constraint = ToolCallConstraint(tokenizer, [NOTES])
+    constraint = ToolCallConstraint(tokenizer, [NOTES], chat_format)
     ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
     scores = torch.randn(1, len(tokenizer), generator=torch.Generator().manual_seed(0))  # a random model's logits
     constraint(ids, scores.clone())
@@ -100,6 +108,7 @@ def mask_ms(tokenizer: Any, prompt: str, text: str) -> float:
         started = time.perf_counter()
         constraint(ids, scores.clone())
         times.append(time.perf_counter() - started)
+    assert constraint.constrained_tokens, "the prompt does not end inside a constrained call"
     return 1000 * statistics.median(times)
 
 
@@ -109,26 +118,31 @@ async def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="runs per figure (the fastest is reported)")
     parser.add_argument("--sizes", default="1,4,16", help="call body sizes in kB")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random tiny GLM")
+    parser.add_argument("--format", choices=["glm4", "glm45"], default="glm4",
+                        help="glm4: JSON calls (GlmForCausalLM); glm45: XML calls (Glm4MoeForCausalLM)")
     args = parser.parse_args()
 
     sizes = [int(size) for size in args.sizes.split(",")]
+    architecture, chat_format = ("glm4_moe", GLM45) if args.format == "glm45" else ("glm", glm4.GLM4)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        model = TransformersModel(build_tiny_glm(Path(tmp) / "glm", seed=args.seed, max_positions=32768))
+        model = TransformersModel(build_tiny_glm(Path(tmp) / "glm", architecture=architecture, seed=args.seed,
+                                                 max_positions=32768), chat_format=chat_format)
         model.load()
         for constrained in (False, True):  # warm-up: threads, allocator, the grammar library's tokenizer
-            await model.complete(call_prompt(1024), ModelSettings(max_new_tokens=8, constrained_calls=constrained),
-                                 tools=[NOTES])
+            await model.complete(call_prompt(1024, chat_format),
+                                 ModelSettings(max_new_tokens=8, constrained_calls=constrained), tools=[NOTES])
         for size in sizes:
-            prompt = call_prompt(size * 1024)
+            prompt = call_prompt(size * 1024, chat_format)
             free, free_first, _ = await per_token(model, prompt, False, args.tokens, args.reps)
             constrained, first, text = await per_token(model, prompt, True, args.tokens, args.reps)
             rows.append({"size": size, "prompt": len(model.tokenizer(prompt)["input_ids"]), "free": free,
                          "constrained": constrained, "setup": first - free_first,
-                         "mask": mask_ms(model.tokenizer, prompt, text)})
+                         "mask": mask_ms(model.tokenizer, prompt, text, chat_format)})
 
-    print(f"tiny random GLM on CPU, greedy, up to {args.tokens} tokens per run, fastest of {args.reps} runs; "
-          "mask: the logits processor alone, median per token")
+    print(f"tiny random {chat_format.label} ({architecture}) on CPU, {chat_format.call_syntax} calls, greedy, "
+          f"up to {args.tokens} tokens per run, fastest of {args.reps} runs; mask: the logits processor alone, "
+          "median per token")
     print(f"{'body':>6}{'prompt tok':>12}{'free ms/tok':>13}{'constr ms/tok':>15}{'overhead':>10}"
           f"{'mask ms/tok':>13}{'setup ms':>10}")
     for row in rows:

@@ -355,6 +355,13 @@ def test_a_tiny_trained_glm47_runs_a_multi_step_task_locally(tmp_path):
     assert [step.reasoning for step in result.steps] == ["First 2+3.", "Then 5+4.", "Got 9."]
     assert [o.content for step in result.steps for o in step.observations] == ["5", "9"]
     assert all(step.usage.reused_tokens > 0 for step in result.steps[1:])
+    # the same run with its XML calls held to add's schema by the grammar
+    from agent.policy import load_policy
+
+    constrained = load_policy("default").with_section("model", constrained_calls=True)
+    with Agent(model=model, tools=[add], policy=constrained) as agent:
+        again = agent.run("What is 2 plus 3 plus 4?")
+    assert again.answer == "The answer is 9." and [s.reasoning for s in again.steps] == [s.reasoning for s in result.steps]
 
 
 def test_the_terminal_shows_glm45_turns_as_thinking_calls_and_answers():

@@ -233,7 +233,9 @@ class TransformersModel(RawPromptModel):
         from transformers import LogitsProcessorList
 
         processors = LogitsProcessorList()
-        if settings.constrained_calls and any(not tool.builtin for tool in tools):
+        # GLM-4's built-ins take free text; GLM-4.5+ writes every call, built-ins too, as typed pairs
+        constrained = tools if self.chat_format.call_syntax == "xml" else [tool for tool in tools if not tool.builtin]
+        if settings.constrained_calls and constrained:
             from .constrained import ToolCallConstraint
 
             processors.append(ToolCallConstraint(self.tokenizer, tools, self.chat_format))

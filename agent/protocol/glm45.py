@@ -273,7 +273,7 @@ def decode_arguments(body: str, schema: dict[str, Any]) -> dict[str, Any]:
     properties = schema.get("properties") or {}
     arguments: dict[str, Any] = {}
     for key, value in read_pairs(body):
-        if _is_string(properties.get(key)):
+        if is_text(properties.get(key)):
             arguments[key] = value
             continue
         try:
@@ -283,7 +283,7 @@ def decode_arguments(body: str, schema: dict[str, Any]) -> dict[str, Any]:
     return arguments
 
 
-def _is_string(schema: Any) -> bool:
+def is_text(schema: Any) -> bool:
     """Whether a property's schema says its value is text (so it must not be read as JSON)."""
     if not isinstance(schema, dict):
         return False
@@ -295,7 +295,7 @@ def _is_string(schema: Any) -> bool:
     options = schema.get("anyOf") or schema.get("oneOf")
     if isinstance(options, list):
         typed = [option for option in options if isinstance(option, dict) and option.get("type") != "null"]
-        return bool(typed) and all(_is_string(option) for option in typed)
+        return bool(typed) and all(is_text(option) for option in typed)
     return False
 
 
