@@ -9,12 +9,12 @@ import pytest
 
 import test_browser
 from test_browser import policy_for
+from test_glm45_format import Replay  # a GLM-4.5 model replaying completions, keeping its prompts
 
 from agent import Agent, tool
 from agent.errors import ToolDefinitionError
 from agent.messages import ToolCall
-from agent.models import OpenAIChatModel, RawPromptModel, ScriptedModel
-from agent.models.base import Completion
+from agent.models import OpenAIChatModel, ScriptedModel
 from agent.policy import Policy
 from agent.protocol.glm4 import render_prompt
 from agent.protocol.glm45 import GLM45
@@ -24,19 +24,6 @@ from tools.browser import BrowserSession
 
 site = test_browser.site  # the browser tests' loopback news site: three articles and a search endpoint
 TIR_BROWSER = ["browser.search", "browser.open", "browser.find"]
-
-
-class Replay(RawPromptModel):
-    """A GLM-4.5+ model that writes the given completions, and keeps every prompt it was given."""
-
-    chat_format = GLM45
-
-    def __init__(self, completions):
-        self.completions, self.prompts = list(completions), []
-
-    async def complete(self, prompt, settings, on_token=None, *, tools=None):
-        self.prompts.append(prompt)
-        return Completion(text=self.completions.pop(0))
 
 
 def call(name, **arguments):
