@@ -39,6 +39,8 @@ LINK_START, LINK_MID, LINK_END = "\ue000", "\ue001", "\ue002"
 LINK = re.compile(f"{LINK_START}(\\d+){LINK_MID}(.*?){LINK_END}", re.DOTALL)
 _BREAK = "\ue003"  # a <br> until its paragraph is written
 SENTINELS = {ord(c): None for c in (LINK_START, LINK_MID, LINK_END, _BREAK)}  # taken out of every page first
+# Control characters: libxml2 reads them but lxml refuses to write them back into a tree.
+_UNWANTED = {**SENTINELS, **{code: " " for code in [*range(0x01, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]}, 0: None}
 
 MIN_ARTICLE_CHARS = 500  # less than this after the class-name filter: search again without it (Readability's figure)
 MAX_RENDER_DEPTH = 150  # below this depth an element is written as plain text (the parser stops at 256)
@@ -79,7 +81,8 @@ BOILERPLATE = re.compile(
     r"byline|author|caption|credit|breadcrumb|tags|tag-list|toolbar|comments?|disqus|print|recirc|"
     r"more-stories|read-more|readmore|also|trending|popular|sponsored|outbrain|taboola|footer|meta|timestamp|"
     r"date|published|dateline|figcaption|wp-caption-text|pagination|pager|nav|dek|standfirst|subtitle|subhead|"
-    r"strapline|kicker|cta)(?![a-z])")
+    r"strapline|kicker|cta|copyright)(?![a-z])")
+_COPYRIGHT = re.compile(r"^(?:©|\(c\)|copyright\b)|all rights reserved", re.IGNORECASE)  # a page's legal line
 LINK_LISTS = frozenset({"ul", "ol", "div", "section", "table", "dl", "p"})
 _SENTENCE_END = re.compile(r"[.!?。！？](\s|$)")
 
@@ -96,8 +99,9 @@ class Extracted:
 
 def extract(html: str, url: str) -> Extracted:
     """The article of a page; never raises (broken markup, bad URLs, binary bytes, deep nesting)."""
+    html = html.translate(_UNWANTED)
     try:
-        return _Page(html.translate(SENTINELS), url).extract()
+        return _Page(html, url).extract()
     except Exception as exc:  # noqa: BLE001 - a page must never break the browser; say what happened instead
         return Extracted(title="", markdown=_plain_text(html),
                          notes=[f"The page could not be read as HTML ({type(exc).__name__}); shown as plain text."])
@@ -224,7 +228,7 @@ class _Page:
         for el in content:
             writer.render(el, 0, 0)
         writer.flush()
-        blocks = writer.blocks
+        blocks = [block for block in writer.blocks if not _COPYRIGHT.search(block[:300]) or len(block) > 300]
         if blocks and blocks[0].startswith("# "):  # the article's own headline: it is the title
             headline = LINK.sub(lambda m: m.group(2), blocks.pop(0)[2:])
             if not _like_title(title, set(_words(headline))):
@@ -256,6 +260,9 @@ def _base_url(root: HtmlElement, url: str) -> str:
     return url
 
 
+_MAYBE_HIDDEN = lxml.etree.XPath("descendant::*[@hidden or @aria-hidden or @style or @role]")
+
+
 def _hidden(el: HtmlElement) -> bool:
     if el.get("hidden") is not None or el.get("aria-hidden") == "true":
         return True
@@ -269,26 +276,20 @@ def _hidden(el: HtmlElement) -> bool:
 
 
 def _clean(body: HtmlElement) -> None:
-    """Drop what is never content, in one walk that does not descend into what it drops."""
-    drops = []
-    stack = [body]
-    while stack:
-        el = stack.pop()
-        for child in el:
-            tag = child.tag
-            if not isinstance(tag, str) or tag in DROP_TAGS or tag == "header" or _hidden(child):
-                drops.append(child)
-            else:
-                stack.append(child)
-    for el in drops:
+    """Drop what is never content: scripts, styles, controls, navigation, page headers, hidden elements."""
+    # libxml2 finds the candidates (a Python walk over every element costs several times more on large pages)
+    for el in [*body.iter(*DROP_TAGS, "header"), *(el for el in _MAYBE_HIDDEN(body) if _hidden(el))]:
         _drop(el)
+
+
+_NAMED = lxml.etree.XPath("descendant::*[@class or @id]")
 
 
 def _unlikely(body: HtmlElement) -> set[HtmlElement]:
     """Elements whose class or id says they are not the article (sidebars, comments, menus...)."""
     found = set()
-    for el in body.iter():
-        if el.tag in ("html", "body", "a", "article", "main", "table", "tbody", "tr", "td", "th", "pre", "code"):
+    for el in _NAMED(body):
+        if el.tag in ("a", "article", "main", "table", "tbody", "tr", "td", "th", "pre", "code"):
             continue
         words = class_words(el)
         if words and UNLIKELY.search(words) and not MAYBE.search(words):
@@ -299,9 +300,17 @@ def _unlikely(body: HtmlElement) -> set[HtmlElement]:
 def _find_article(body: HtmlElement) -> tuple[list[HtmlElement], dict[HtmlElement, Stats]]:
     """The elements of the article, by Readability's search with its fallbacks, and their statistics."""
     unlikely = _unlikely(body)
+    filtered = _stats(body, unlikely) if unlikely else None
+    full: dict[HtmlElement, Stats] | None = None
     best: tuple[int, list[HtmlElement], dict[HtmlElement, Stats], set[HtmlElement]] | None = None
-    for skip, weigh_classes in ((unlikely, True), (set(), True), (set(), False)):
-        stats = _stats(body, skip)
+    for use_filter, weigh_classes in ((True, True), (False, True), (False, False)):
+        if use_filter:
+            if filtered is None:
+                continue  # nothing to leave out: the next search is this one
+            stats, skip = filtered, unlikely
+        else:
+            full = full or _stats(body, set())
+            stats, skip = full, set()
         content = _pick(body, stats, _scores(stats, weigh_classes))
         size = sum(stats[el].chars - stats[el].links for el in content)
         if best is None or size > best[0]:
@@ -530,15 +539,14 @@ class Writer:
     element is written as its plain text.
     """
 
-    def __init__(self, base_url: str, links: list[str] | None = None, index: dict[str, int] | None = None):
-        self.base_url = base_url
-        self.links = links if links is not None else []
-        self._index = index if index is not None else {}
+    def __init__(self, base_url: str, links: _Links | None = None):
+        self._links = links or _Links(base_url)
+        self.links = self._links.urls
         self.blocks: list[str] = []
         self._parts: list[str] = []
 
     def _sub(self) -> Writer:
-        return Writer(self.base_url, self.links, self._index)
+        return Writer("", self._links)
 
     def flush(self) -> None:
         if self._parts:
@@ -614,30 +622,21 @@ class Writer:
         return " ".join(" ".join(inner.blocks).split())
 
     def _link(self, el: HtmlElement, depth: int, nesting: int) -> None:
-        label = clean_inline(LINK.sub(lambda m: m.group(2), self._inline(el, depth, nesting)))
+        if len(el):
+            raw = el.text_content()
+            label = clean_inline(LINK.sub(lambda m: m.group(2), self._inline(el, depth, nesting)))
+        else:
+            raw = el.text or ""
+            label = clean_inline(raw)
         if not label:
             return
-        target = self.resolve(el.get("href"))
-        if target is None:
-            self._parts.append(f" {label} ")
-            return
-        index = self._index.get(target)
+        # White space at the label's edges goes outside the link, so words neither glue nor gain spaces.
+        before, after = (" " if raw[:1].isspace() else ""), (" " if raw[-1:].isspace() else "")
+        index = self._links.number(el.get("href"))
         if index is None:
-            index = self._index[target] = len(self.links)
-            self.links.append(target)
-        self._parts.append(f" {LINK_START}{index}{LINK_MID}{label}{LINK_END} ")
-
-    def resolve(self, href: str | None) -> str | None:
-        """The absolute http(s) URL of a link, without its fragment; ``None`` for what cannot be opened."""
-        href = (href or "").strip()
-        if not href or href.lower().startswith(_SKIP_LINKS):
-            return None
-        try:
-            target = urljoin(self.base_url, href).split("#", 1)[0]
-            scheme = urlsplit(target).scheme
-        except ValueError:  # an invalid IPv6 host such as https://[YOUR-DOMAIN]/, a bad port...
-            return None
-        return target if scheme in ("http", "https") else None
+            self._parts.append(f"{before}{label}{after}")
+        else:
+            self._parts.append(f"{before}{LINK_START}{index}{LINK_MID}{label}{LINK_END}{after}")
 
     def _list(self, el: HtmlElement, depth: int, nesting: int) -> None:
         lines = []
@@ -683,6 +682,45 @@ class Writer:
         lines = ["| " + " | ".join(grid[0]) + " |", "|" + " --- |" * width]
         lines.extend("| " + " | ".join(cells) + " |" for cells in grid[1:])
         self.blocks.append("\n".join(lines))
+
+
+class _Links:
+    """The links of one page: absolute URLs numbered in the order they are first written."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.urls: list[str] = []
+        self._numbers: dict[str, int] = {}
+        self._resolved: dict[str, str | None] = {}
+
+    def number(self, href: str | None) -> int | None:
+        """The link's number, or ``None`` for a link that cannot be opened (fragment, mailto:, bad URL)."""
+        if not href:
+            return None
+        if href not in self._resolved:
+            self._resolved[href] = resolve(self.base_url, href)
+        target = self._resolved[href]
+        if target is None:
+            return None
+        number = self._numbers.get(target)
+        if number is None:
+            number = self._numbers[target] = len(self.urls)
+            self.urls.append(target)
+        return number
+
+
+def resolve(base_url: str, href: str) -> str | None:
+    """The absolute http(s) URL of a link, without its fragment; ``None`` for what cannot be opened."""
+    href = href.strip()
+    if not href or href.lower().startswith(_SKIP_LINKS):
+        return None
+    try:
+        target = urljoin(base_url, href).split("#", 1)[0]
+        parts = urlsplit(target)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:  # an invalid IPv6 host such as https://[YOUR-DOMAIN]/, a port out of range...
+        return None
+    return target if valid else None
 
 
 def _owner_table(row: HtmlElement) -> HtmlElement | None:

@@ -104,6 +104,12 @@ _LABELS = {
 _META_CHARSET = re.compile(rb"""<meta[^>]{0,500}?charset\s*=\s*["']?\s*([a-z0-9_.:-]{1,40})""", re.IGNORECASE)
 _XML_ENCODING = re.compile(rb"""^<\?xml[^>]{0,200}?encoding\s*=\s*["']([a-z0-9_.:-]{1,40})""", re.IGNORECASE)
 _DETECT_BYTES = 1 << 18  # what charset detection looks at: enough to decide, bounded in time
+_SINGLE_BYTE = {name for name in (codecs.lookup(label).name for label in (
+    *[f"cp{n}" for n in (437, 850, 852, 855, 857, 858, 860, 861, 862, 863, 865, 866, 869, 874, 1006, 1125, 1250, 1251,
+                         1252, 1253, 1254, 1255, 1256, 1257, 1258)],
+    *[f"iso8859-{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14, 15, 16)],
+    "koi8-r", "koi8-u", "mac-roman", "mac-cyrillic", "mac-greek", "mac-latin2", "hp-roman8", "tis-620", "ptcp154",
+    "kz1048"))}
 
 
 def decode(body: bytes, charset: str | None, *, html: bool) -> str:
@@ -147,10 +153,34 @@ def _undeclared(body: bytes) -> str:
     good = len(text) - len(text.encode("ascii", errors="ignore")) - bad  # characters UTF-8 decoded
     if bad <= good:  # UTF-8 with a few bad bytes: the decoding that garbles fewer characters
         return text
+    return body.decode(_detect(body[:_DETECT_BYTES]), errors="replace")
+
+
+_ACCENTED_WORD = re.compile(rb"[A-Za-z\x80-\xff]*[\x80-\xff][A-Za-z\x80-\xff]*")
+_CENTRAL_EUROPEAN = {"cp1250", "iso8859_2"}
+
+
+def _detect(sample: bytes) -> str:
+    """charset-normalizer's guess, leaning to Windows-1252 (the fallback of browsers) for Latin-script text.
+
+    Western accents in mostly-ASCII words (café, Straße) look alike in every Latin code page, where
+    charset-normalizer's guesses tie or go astray (``Café`` comes back as Urdu); its guess is kept
+    for other scripts (Cyrillic, Greek, CJK: words of high bytes) and for Central European text
+    that it tells apart from Windows-1252.
+    """
     from charset_normalizer import from_bytes
 
-    best = from_bytes(body[:_DETECT_BYTES]).best()
-    return body.decode(best.encoding if best is not None else "cp1252", errors="replace")
+    matches = list(from_bytes(sample))
+    if not matches:
+        return "cp1252"
+    best = matches[0]
+    words = _ACCENTED_WORD.findall(sample)
+    letters = sum(len(word) for word in words)
+    high = sum(len(word) - len(word.translate(None, bytes(range(0x80, 0x100)))) for word in words)
+    if not letters or high >= letters / 2 or best.encoding not in _SINGLE_BYTE:
+        return best.encoding
+    tied = {m.encoding for m in matches if m.chaos <= best.chaos + 0.01 and m.coherence >= best.coherence - 0.01}
+    return best.encoding if best.encoding in _CENTRAL_EUROPEAN and "cp1252" not in tied else "cp1252"
 
 
 # ---------------------------------------------------------------------------------------------------
