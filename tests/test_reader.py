@@ -73,6 +73,28 @@ def test_boilerplate_inside_the_article_goes():
     assert doc.title == "Harbour plan approved" and not text.startswith("#")  # the headline is the title
 
 
+def test_portal_menus_and_link_lists_around_the_article_go():
+    words = ["首页", "新闻", "体育", "娱乐", "财经", "科技", "汽车", "房产", "教育", "旅游"]
+    menu = " | ".join(f"<a href='/c/{i}'>{word}</a>" for i, word in enumerate(words))
+    zh = ["记者从市政府获悉，今年全市将新建二十所学校，预计新增学位三万个，以缓解城区入学压力。",
+          "据介绍，新建学校将优先布局在人口密集的新区，同时对现有校舍进行改造，提升办学条件。"]
+    related = "".join(f"<li><a href='/n/{i}'>相关新闻标题第{i}条关于教育的报道</a></li>" for i in range(6))
+    html = (f"<html><head><title>我市今年新建二十所学校_新闻中心_某某网</title></head><body><div class='top'>{menu}</div>"
+            f"<div class='channel'>{menu}</div><div class='w1000'><div class='left'><h1>我市今年新建二十所学校</h1>"
+            f"<div class='text'>{''.join(f'<p>{p}</p>' for p in zh)}</div><div class='xgxw'><h3>相关新闻</h3>"
+            f"<ul>{related}</ul></div></div></div><div class='bottom'>{menu}</div></body></html>")
+    doc = html_to_document(html, "https://news.example.cn/a")
+    assert doc.text == "\n\n".join(zh) and doc.title == "我市今年新建二十所学校"
+    menu = "".join(f"<li><a href='/r/{i}'>{word}</a></li>" for i, word in enumerate(
+        ["Startseite", "Politik", "Wirtschaft", "Sport", "Kultur", "Wissen", "Reise", "Auto", "Digital"]))
+    de = ["Der Stadtrat hat am Dienstag einen neuen Haushalt beschlossen, der mehr Geld für Schulen vorsieht.",
+          "Nach Angaben der Verwaltung sollen in den kommenden zwei Jahren zwölf Gebäude saniert werden."]
+    html = (f"<html><body><div id='kopf'><ul class='hauptmenue'>{menu}</ul></div><div class='rubriken'><ul>{menu}"
+            f"</ul></div><div id='inhalt'>{''.join(f'<p>{p}</p>' for p in de)}</div><div id='fuss'><ul>{menu}</ul>"
+            "</div></body></html>")
+    assert html_to_document(html, "https://tageblatt.example.de/a").text == "\n\n".join(de)
+
+
 def test_links_keep_ids_that_mclick_opens_and_words_stay_apart():
     html = ("<html><body><main><p>Read <a href='https://docs.example.org/guide'>the docs</a>, "
             "<a href='/faq'>(the FAQ)</a>and the <a href='https://docs.example.org/guide#part'>guide</a> "

@@ -70,7 +70,7 @@ UNLIKELY = re.compile(
     r"(?<![a-z])(?:ad-break|agegate|banner|breadcrumb|combx|comment|community|cookie|consent|cover-wrap|disqus|"
     r"extra|footer|gdpr|header|legends|menu|modal|newsletter|related|remark|replies|rss|share|shoutbox|sidebar|"
     r"skyscraper|social|sponsor|subscribe|supplemental|pagination|popup|promo|outbrain|taboola)")
-MAYBE = re.compile(r"(?<![a-z])(?:and|article|body|column|content|main|shadow|story|post|entry)")
+MAYBE = re.compile(r"(?<![a-z])(?:and|article|body|column|content|main|shadow|story|post|entry|embed)")
 POSITIVE = re.compile(r"(?<![a-z])(?:article|body|content|entry|hentry|h-entry|main|page|post|text|blog|story)")
 NEGATIVE = re.compile(
     r"(?<![a-z])(?:hidden|banner|combx|comment|com-|contact|footer|footnote|masthead|media|meta|outbrain|promo|"
@@ -83,8 +83,10 @@ BOILERPLATE = re.compile(
     r"date|published|dateline|figcaption|wp-caption-text|pagination|pager|nav|dek|standfirst|subtitle|subhead|"
     r"strapline|kicker|cta|copyright)(?![a-z])")
 _COPYRIGHT = re.compile(r"^(?:©|\(c\)|copyright\b)|all rights reserved", re.IGNORECASE)  # a page's legal line
+# A post quoted from a social network is content, whatever else its class says (but not an image's caption).
+_EMBED = re.compile(r"^(?!.*(?:caption|image|img|photo|video|credit)).*(?<![a-z])(?:embed|tweet)", re.DOTALL)
 LINK_LISTS = frozenset({"ul", "ol", "div", "section", "table", "dl", "p"})
-_SENTENCE_END = re.compile(r"[.!?。！？](\s|$)")
+_SENTENCE_END = re.compile(r"""[.!?:;。！？：；][)\]"'”’»」]*(\s|$)""")  # also before a closing quote or bracket
 
 
 @dataclass
@@ -101,7 +103,7 @@ def extract(html: str, url: str) -> Extracted:
     """The article of a page; never raises (broken markup, bad URLs, binary bytes, deep nesting)."""
     html = html.translate(_UNWANTED)
     try:
-        return _Page(html, url).extract()
+        return _read(html, url)
     except Exception as exc:  # noqa: BLE001 - a page must never break the browser; say what happened instead
         return Extracted(title="", markdown=_plain_text(html),
                          notes=[f"The page could not be read as HTML ({type(exc).__name__}); shown as plain text."])
@@ -163,7 +165,7 @@ def _nws(text: str | None) -> int:
 
 
 def _words(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
+    return re.findall(r"[^\W_]+", text.lower())
 
 
 def _like_title(text: str, title_words: set[str]) -> bool:
@@ -201,39 +203,50 @@ class Stats:
     commas: int = 0
     has_block: bool = False
     good: int = 0  # in paragraphs with few links
+    anchors: int = 0  # <a> elements
 
     @property
     def link_density(self) -> float:
         return self.links / self.chars if self.chars else 0.0
 
 
-class _Page:
-    def __init__(self, html: str, url: str):
-        self.html = html
-        self.url = url
+def _read(html: str, url: str) -> Extracted:
+    root, notes = parse(html)
+    if root is None:
+        return Extracted(title="", markdown="", notes=notes)
+    title, title_words = _titles(root)
+    links = _Links(_base_url(root, url))
+    body = root.find("body")
+    if body is None:
+        body = root
+    _clean(body)
+    content, stats = _find_article(body)
+    writer = Writer(links)
+    for el in _drop_boilerplate(content, stats, title_words):
+        writer.render(el, 0, 0)
+    writer.flush()
+    blocks = _trim([block for block in writer.blocks if len(block) > 300 or not _COPYRIGHT.search(block)])
+    if blocks and blocks[0].startswith("# "):  # the article's own headline: it is the title
+        headline = LINK.sub(lambda m: m.group(2), blocks.pop(0)[2:])
+        if not _like_title(title, set(_words(headline))):
+            title = headline
+    return Extracted(title=clean_inline(title), markdown="\n\n".join(blocks), links=links.urls, notes=notes)
 
-    def extract(self) -> Extracted:
-        root, notes = parse(self.html)
-        if root is None:
-            return Extracted(title="", markdown="", notes=notes)
-        title, title_words = _titles(root)
-        base = _base_url(root, self.url)
-        body = root.find("body")
-        if body is None:
-            body = root
-        _clean(body)
-        content, stats = _find_article(body)
-        content = _drop_boilerplate(content, stats, title_words)
-        writer = Writer(base)
-        for el in content:
-            writer.render(el, 0, 0)
-        writer.flush()
-        blocks = [block for block in writer.blocks if not _COPYRIGHT.search(block[:300]) or len(block) > 300]
-        if blocks and blocks[0].startswith("# "):  # the article's own headline: it is the title
-            headline = LINK.sub(lambda m: m.group(2), blocks.pop(0)[2:])
-            if not _like_title(title, set(_words(headline))):
-                title = headline
-        return Extracted(title=clean_inline(title), markdown="\n\n".join(blocks), links=writer.links, notes=notes)
+
+def _stray(block: str) -> bool:
+    """A short line that is not a sentence, heading, list or table: a date, a byline, "Advertisement"."""
+    text = LINK.sub(lambda m: m.group(2), block)
+    return len(text) < 80 and not text.startswith(("#", "|", "- ", "```", ">")) and not _SENTENCE_END.search(text)
+
+
+def _trim(blocks: list[str]) -> list[str]:
+    """The blocks without the stray lines at the article's edges (unless that is all there is)."""
+    start, end = 0, len(blocks)
+    while start < end and _stray(blocks[start]):
+        start += 1
+    while end > start and _stray(blocks[end - 1]):
+        end -= 1
+    return blocks[start:end] if end > start else blocks
 
 
 def _titles(root: HtmlElement) -> tuple[str, set[str]]:
@@ -320,7 +333,7 @@ def _find_article(body: HtmlElement) -> tuple[list[HtmlElement], dict[HtmlElemen
     assert best is not None
     _, content, stats, skip = best
     for el in skip:
-        if el in stats or el.getparent() in stats:
+        if el.getparent() in stats:  # (one inside another left out goes with it)
             _drop(el)
     return content, stats
 
@@ -342,7 +355,7 @@ def _count(el: HtmlElement, stats: dict[HtmlElement, Stats]) -> Stats:
     text = el.text or ""
     own = _nws(text)
     commas = text.count(",") + text.count("，")
-    total = links = inline = good = 0
+    total = links = inline = good = anchors = 0
     has_block = False
     for child in el:
         tail = child.tail
@@ -356,6 +369,7 @@ def _count(el: HtmlElement, stats: dict[HtmlElement, Stats]) -> Stats:
         links += counted.links
         commas += counted.commas
         good += counted.good
+        anchors += counted.anchors
         if child.tag in BLOCK_TAGS:
             has_block = True
         else:
@@ -365,12 +379,13 @@ def _count(el: HtmlElement, stats: dict[HtmlElement, Stats]) -> Stats:
     tag = el.tag
     if tag == "a":
         links = total
+        anchors += 1
     if tag in BLOCK_TAGS and tag not in HEADINGS:
         if not has_block and total >= 25 and links < 0.25 * total:
             good = total
         elif has_block and inline >= 25:
             good += inline
-    return Stats(total, links, inline, commas, has_block, good)
+    return Stats(total, links, inline, commas, has_block, good, anchors)
 
 
 def _class_weight(el: HtmlElement) -> float:
@@ -441,7 +456,8 @@ def _widen(top: HtmlElement, scores: dict[HtmlElement, float]) -> HtmlElement:
     # Several other good candidates under one ancestor (not nested in each other): the article is there.
     lineage = list(top.iterancestors())
     ancestors = set(lineage)
-    others = [el for el in sorted(scores, key=scores.__getitem__, reverse=True)[1:6]
+    ranked = [el for el in sorted(scores, key=scores.__getitem__, reverse=True)[:6] if el is not top][:5]
+    others = [el for el in ranked
               if scores[el] >= 0.75 * top_score and el not in ancestors and top not in set(el.iterancestors())]
     if len(others) >= 3:
         for ancestor in lineage:
@@ -503,7 +519,7 @@ def _drop_boilerplate(content: list[HtmlElement], stats: dict[HtmlElement, Stats
             whole = el is top and len(content) == 1  # the article itself
             if not whole and _skipped(el, counted, title_words, total):
                 skipped.append(el)
-            elif not whole and el.tag in LINK_LISTS and counted.chars and counted.links >= 0.5 * counted.chars:
+            elif not whole and el.tag in LINK_LISTS and _links_mostly(counted):
                 link_lists.append(el)
             else:
                 stack.extend(el)
@@ -515,6 +531,11 @@ def _drop_boilerplate(content: list[HtmlElement], stats: dict[HtmlElement, Stats
     return [top for top in content if top not in dropped]
 
 
+def _links_mostly(counted: Stats) -> bool:
+    """Mostly link text: several links over half of it (a menu, a list of stories), or one over most of it."""
+    return counted.links >= (0.5 if counted.anchors >= 2 else 0.7) * counted.chars > 0
+
+
 def _skipped(el: HtmlElement, counted: Stats, title_words: set[str], total: int) -> bool:
     tag = el.tag
     if tag in ("figure", "figcaption"):
@@ -522,7 +543,8 @@ def _skipped(el: HtmlElement, counted: Stats, title_words: set[str], total: int)
     if tag in ("h1", "h2"):
         return bool(title_words) and _like_title(el.text_content(), title_words)
     words = class_words(el)
-    return bool(words) and BOILERPLATE.search(words) is not None and counted.chars < 0.5 * total
+    return (bool(words) and BOILERPLATE.search(words) is not None and counted.chars < 0.5 * total
+            and _EMBED.search(words) is None)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -533,20 +555,19 @@ _SKIP_LINKS = ("#", "javascript:", "mailto:", "tel:", "data:")
 
 
 class Writer:
-    """Markdown blocks from elements; links become references numbered in ``links``.
+    """Markdown blocks from elements; links become references numbered by a page's :class:`_Links`.
 
     Recursion follows the tree, which the parser caps at 256 levels; past ``MAX_RENDER_DEPTH`` an
     element is written as its plain text.
     """
 
-    def __init__(self, base_url: str, links: _Links | None = None):
-        self._links = links or _Links(base_url)
-        self.links = self._links.urls
+    def __init__(self, links: _Links):
+        self._links = links
         self.blocks: list[str] = []
         self._parts: list[str] = []
 
     def _sub(self) -> Writer:
-        return Writer("", self._links)
+        return Writer(self._links)
 
     def flush(self) -> None:
         if self._parts:
