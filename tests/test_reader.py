@@ -121,9 +121,11 @@ def test_tables_stay_markdown_tables_and_layout_tables_become_text():
 
 def test_headings_lists_and_code_are_markdown():
     html = _article("entry-content", "<h2>Next steps</h2><ol><li>Survey the seabed</li><li>Order stone<ul>"
-                    "<li>granite</li></ul></li></ol><pre><code>cost = 40_000_000</code></pre>")
+                    "<li>granite</li></ul></li></ol><pre><code>cost = 40_000_000</code></pre>"
+                    "<blockquote><p>We waited long enough.</p><p>Build it.</p></blockquote>")
     text = html_to_document(html, "https://x.example/a").text
     assert "## Next steps\n\n1. Survey the seabed\n2. Order stone\n  - granite\n\n```\ncost = 40_000_000\n```" in text
+    assert text.endswith("> We waited long enough.\n>\n> Build it.")
 
 
 # ---------------------------------------------------------------------------------------------------

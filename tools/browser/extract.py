@@ -632,7 +632,8 @@ class Writer:
             inner.render_children(el, depth, nesting + 1)
             inner.flush()
             if inner.blocks:
-                self.blocks.append("\n".join("> " + line for line in "\n>\n".join(inner.blocks).split("\n")))
+                lines = "\n\n".join(inner.blocks).split("\n")
+                self.blocks.append("\n".join(f"> {line}" if line else ">" for line in lines))
         else:
             self._list(el, depth, nesting + 1)
 
