@@ -119,6 +119,7 @@ def decode(body: bytes, charset: str | None, *, html: bool) -> str:
     ``<meta charset>`` or ``http-equiv`` in the first 16 KB. Without any, UTF-8 when the bytes are
     UTF-8, also with a few bad bytes (a page cut mid-character, a stray Latin-1 byte): as long as
     fewer characters are bad than decode, UTF-8 garbles less than any single-byte guess would.
+    UTF-16 without a BOM is told by its zero bytes.
     Otherwise charset-normalizer guesses (Shift-JIS, GBK, Windows-1252...); Windows-1252 is the last resort.
     """
     for bom, name in _BOMS:
@@ -146,6 +147,9 @@ def encoding_name(label: str, *, meta: bool = False) -> str | None:
 
 
 def _undeclared(body: bytes) -> str:
+    head = body[:4096]
+    if head.count(0) > len(head) // 4:  # UTF-16 without a BOM: every other byte of ASCII text is zero
+        return body.decode("utf-16-le" if head[1::2].count(0) > head[::2].count(0) else "utf-16-be", errors="replace")
     text = body.decode("utf-8", errors="replace")
     bad = text.count("\ufffd") - body.count(b"\xef\xbf\xbd")  # U+FFFD the page itself wrote is not an error
     if bad == 0:
@@ -187,9 +191,16 @@ def _detect(sample: bytes) -> str:
 # HTML
 
 
+_GARBAGE = re.compile("[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 def html_to_document(html: bytes | str, url: str, *, charset: str | None = None) -> Document:
     """The article of a page as Markdown with its links collected; never raises, whatever the bytes."""
     text = decode(html, charset, html=True) if isinstance(html, bytes) else html
+    sample = text[:65536]
+    if len(_GARBAGE.findall(sample)) > len(sample) // 20:  # binary data sent as HTML: nothing to read
+        return Document(url=url, title="", text="", kind="html",
+                        notes=["The page is not text: many of its bytes decode to nothing (binary data sent as HTML)."])
     page = extract(text, url)
     return Document(url=url, title=page.title, text=page.markdown, links=page.links, kind="html", notes=page.notes)
 
