@@ -114,7 +114,7 @@ async def test_mclick_on_a_page_link(site, context):
 async def test_open_url_scrolls_a_long_page(site, context):
     tool = BrowserTool()
     first = await call(tool, f'open_url("{site.url("/long")}")', context)
-    assert first.metadata == "browser_result" and "L0: # Long read" in first.text
+    assert first.metadata == "browser_result" and "L0: Sentence number 0 of the long read." in first.text
     note = first.text.splitlines()[-1]
     assert note.startswith("Visible: lines 0-") and f'open_url("{site.url("/long")}", cursor=' in note
     cursor = int(note.rsplit("cursor=", 1)[1].rstrip(")."))

@@ -62,10 +62,10 @@ def test_a_glm45_model_searches_opens_by_id_finds_and_cites(site):
     assert opened.content.startswith(f" # 【0†Solar power in 2024†127.0.0.1】\nURL: {site.url('/solar')}\n")
     assert found.content == "\n".join([
         " # 【0†Solar power in 2024†127.0.0.1】",
-        'Found "WIND" on 1 line of 3: line 2.',
-        "L1: Solar capacity grew by 30 percent in 2024, led by new utility-scale farms.",
-        "L2: See 【1†the wind report】 for more on Solar power in 2024.",
-        "To read from a line, call browser.open(id=0, cursor=1)."])
+        'Found "WIND" on 1 line of 2: line 1.',
+        "L0: Solar capacity grew by 30 percent in 2024, led by new utility-scale farms.",
+        "L1: See 【1†the wind report】 for more on Solar power in 2024.",
+        "To read from a line, call browser.open(id=0, cursor=0)."])
     assert f"<|observation|>\n<tool_response>\n{found.content}\n</tool_response><|assistant|>" in model.prompts[3]
     assert not any(o.is_error for step in result.steps for o in step.observations)
     assert [(c.id, c.url) for c in result.citations] == [("0", site.url("/solar")), ("1", site.url("/wind"))]
@@ -86,7 +86,7 @@ async def test_open_by_url_scroll_by_id_find_and_their_mistakes(site, tmp_path):
         assert nothing_open.is_error and "browser.find failed: No page is open yet" in nothing_open.content
 
         first = await registry.call(parsed("browser.open", id=site.url("/long")), context)
-        assert first.content.startswith(" # 【0†Long read†127.0.0.1】\n") and "L0: # Long read" in first.content
+        assert first.content.startswith(" # 【0†Long read†127.0.0.1】\n") and "L0: Sentence number 0" in first.content
         cursor = int(re.search(r"To read on, call browser\.open\(id=0, cursor=(\d+)\)\.$", first.content).group(1))
         second = await registry.call(parsed("browser.open", id=0, cursor=cursor), context)
         assert f"L{cursor}: " in second.content and "L0: " not in second.content
@@ -94,8 +94,8 @@ async def test_open_by_url_scroll_by_id_find_and_their_mistakes(site, tmp_path):
         found = await registry.call(parsed("browser.find", pattern="sentence NUMBER 1"), context)
         lines = found.content.splitlines()
         assert lines[0] == " # 【0†Long read†127.0.0.1】"
-        assert lines[1] == 'Found "sentence NUMBER 1" on 12 lines of 58; the first 2 are shown: lines 1, 2.'
-        assert lines[2].startswith("L0: # Long read") and lines[-1] == "To read from a line, call browser.open(id=0, cursor=0)."
+        assert lines[1] == 'Found "sentence NUMBER 1" on 12 lines of 57; the first 2 are shown: lines 0, 1.'
+        assert lines[2].startswith("L0: Sentence number 0") and lines[-1] == "To read from a line, call browser.open(id=0, cursor=0)."
         assert sum(len(line) for line in lines) < 2 * context.policy.browser.window_chars
         assert [c.id for c in found.citations] == ["0"]
 
@@ -194,7 +194,7 @@ async def test_a_chat_server_calls_the_browser_functions_with_json_arguments(fak
         result = await agent.arun("How did hydro power do?")
     assert [entry["function"]["name"] for entry in fake_server.posts[0].body["tools"]] == TIR_BROWSER
     found = result.steps[1].observations[0]
-    assert 'Found "dry summer" on 1 line of 3: line 1.' in found.content
+    assert 'Found "dry summer" on 1 line of 2: line 0.' in found.content
     assert [(c.id, c.url) for c in result.citations] == [("0", site.url("/hydro"))]
 
 

@@ -1,49 +1,26 @@
 """Reading fetched pages: HTML to Markdown without the boilerplate, PDF and plain text to text.
 
-HTML goes through beautifulsoup4 (the standard library's parser) and markdownify:
-
-1. decode with the charset of the header, a byte-order mark or ``<meta charset>`` (bs4's ``UnicodeDammit``);
-2. drop what is never content: scripts, styles, forms' controls, ``nav``, ``aside``, ``footer``, page
-   headers, hidden elements, ARIA landmarks for navigation, and elements whose class or id says
-   sidebar, menu, cookie banner, share bar, comments... (Readability's list), unless they hold the
-   article;
-3. keep the one ``<main>`` or ``<article>`` when the page has one;
-4. drop dense link blocks (more link text than other text: menus, tag clouds, "related" lists), as
-   GLM-4's own browser does; if that leaves almost nothing the page was a link index, so keep them;
-5. convert to Markdown: ATX headings, tables as pipe tables, code blocks fenced, emphasis dropped
-   (tokens, no meaning), images as their alt text, links as references the browser numbers later.
-
-markdownify was chosen over trafilatura by measuring (``benchmarks/browser_fetch.py --readers``, five
-labelled pages with heavy boilerplate plus real pages): both kept all the key sentences and leaked
-no boilerplate, but trafilatura dropped page titles and section headings (4 of 5 titles kept vs 5 of
-5) and rewrites links so they cannot be numbered for ``mclick``; it is faster (about 2 vs 10 ms a
-small page, 50-65 vs 80-90 ms a large one), a difference that fetch latency dwarfs, and it would add
-lxml and nine other packages.
-
+HTML is decoded here (:func:`decode`) and read by :mod:`tools.browser.extract` (lxml): the article
+of the page as Markdown, with headings, lists, tables, code blocks and links numbered for ``mclick``.
 PDFs are read with pypdf (pure Python), page by page. Other content types are refused.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
-
-from bs4 import BeautifulSoup, Comment, NavigableString, Tag
-from bs4.dammit import UnicodeDammit
-from markdownify import MarkdownConverter
+from urllib.parse import urlsplit
 
 from agent.confined import ConfinedError
 from agent.documents import MAX_PDF_PAGES, read_pdf
 
 from .errors import FetchError
+from .extract import LINK, LINK_END, LINK_MID, LINK_START, SENTINELS, clean_inline, extract
 from .fetch import FetchResult
 
-# A link inside Document.text: LINK_START index LINK_MID text LINK_END. The browser turns it into
-# 【id†text†host】 when the link is shown, so only links the model sees get an id.
-LINK_START, LINK_MID, LINK_END = "\ue000", "\ue001", "\ue002"
-LINK = re.compile(f"{LINK_START}(\\d+){LINK_MID}(.*?){LINK_END}", re.DOTALL)
-_SENTINELS = {ord(LINK_START): None, ord(LINK_MID): None, ord(LINK_END): None}
+__all__ = ["LINK", "LINK_END", "LINK_MID", "LINK_START", "Document", "clean_inline", "decode", "html_to_document",
+           "is_readable", "read"]
 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 PDF_TYPES = {"application/pdf", "application/x-pdf"}
@@ -77,7 +54,7 @@ def read(result: FetchResult) -> Document:
     elif kind == "pdf":
         doc = pdf_to_document(result.body, result.url, truncated=result.truncated)
     elif kind == "text":
-        text = decode(result.body, result.charset, html=False).translate(_SENTINELS)
+        text = decode(result.body, result.charset, html=False).translate(SENTINELS)
         doc = Document(url=result.url, title=urlsplit(result.url).path.rsplit("/", 1)[-1], text=text, kind="text")
     else:
         what = result.content_type or "of an unknown type"
@@ -106,192 +83,126 @@ def _kind(media_type: str, body: bytes) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------------------------------------------
+# Decoding
+
+_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+# Labels browsers read as another (larger) encoding, after the WHATWG Encoding Standard.
+_LABELS = {
+    **dict.fromkeys(["ascii", "us-ascii", "latin1", "latin-1", "iso-8859-1", "iso8859-1", "iso_8859-1", "l1",
+                     "cp819", "ibm819", "x-user-defined"], "cp1252"),
+    **dict.fromkeys(["iso-8859-9", "iso8859-9", "latin5", "l5"], "cp1254"),
+    **dict.fromkeys(["tis-620", "iso-8859-11", "windows-874", "dos-874"], "cp874"),
+    **dict.fromkeys(["gb2312", "gbk", "gb_2312-80", "x-gbk", "chinese", "csgb2312", "iso-ir-58"], "gb18030"),
+    **dict.fromkeys(["shift_jis", "shift-jis", "sjis", "x-sjis", "windows-31j", "ms_kanji", "ms932", "csshiftjis"],
+                    "cp932"),
+    **dict.fromkeys(["euc-kr", "ks_c_5601-1987", "korean", "windows-949", "csksc56011987"], "cp949"),
+    **dict.fromkeys(["big5", "x-x-big5", "cn-big5", "csbig5"], "big5hkscs"),
+    **dict.fromkeys(["utf8", "unicode-1-1-utf-8", "unicode11utf8", "unicode20utf8", "x-unicode20utf8"], "utf-8"),
+    "iso-8859-8-i": "iso-8859-8", "x-mac-cyrillic": "mac-cyrillic",
+}
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,500}?charset\s*=\s*["']?\s*([a-z0-9_.:-]{1,40})""", re.IGNORECASE)
+_XML_ENCODING = re.compile(rb"""^<\?xml[^>]{0,200}?encoding\s*=\s*["']([a-z0-9_.:-]{1,40})""", re.IGNORECASE)
+_DETECT_BYTES = 1 << 18  # what charset detection looks at: enough to decide, bounded in time
+_SINGLE_BYTE = {name for name in (codecs.lookup(label).name for label in (
+    *[f"cp{n}" for n in (437, 850, 852, 855, 857, 858, 860, 861, 862, 863, 865, 866, 869, 874, 1006, 1125, 1250, 1251,
+                         1252, 1253, 1254, 1255, 1256, 1257, 1258)],
+    *[f"iso8859-{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14, 15, 16)],
+    "koi8-r", "koi8-u", "mac-roman", "mac-cyrillic", "mac-greek", "mac-latin2", "hp-roman8", "tis-620", "ptcp154",
+    "kz1048"))}
+
+
 def decode(body: bytes, charset: str | None, *, html: bool) -> str:
-    """Text from bytes: the header's charset, else a BOM or ``<meta charset>``, else a guess."""
-    dammit = UnicodeDammit(body, known_definite_encodings=[charset] if charset else [], is_html=html)
-    if dammit.unicode_markup is None:
-        return body.decode("utf-8", errors="replace")
-    return dammit.unicode_markup
+    """Text from bytes as a browser decodes them; never raises.
+
+    The order is the WHATWG one: a byte-order mark, then the HTTP header's ``charset``, then (HTML)
+    ``<meta charset>`` or ``http-equiv`` in the first 16 KB. Without any, UTF-8 when the bytes are
+    UTF-8, also with a few bad bytes (a page cut mid-character, a stray Latin-1 byte): as long as
+    fewer characters are bad than decode, UTF-8 garbles less than any single-byte guess would.
+    UTF-16 without a BOM is told by its zero bytes.
+    Otherwise charset-normalizer guesses (Shift-JIS, GBK, Windows-1252...); Windows-1252 is the last resort.
+    """
+    for bom, name in _BOMS:
+        if body.startswith(bom):
+            return body[len(bom):].decode(name, errors="replace")
+    declared = encoding_name(charset) if charset else None
+    if declared is None and html:
+        found = _META_CHARSET.search(body[:16384]) or _XML_ENCODING.search(body[:1024])
+        declared = encoding_name(found.group(1).decode("ascii"), meta=True) if found else None
+    if declared is not None:
+        return body.decode(declared, errors="replace")
+    return _undeclared(body)
+
+
+def encoding_name(label: str, *, meta: bool = False) -> str | None:
+    """The Python codec for a charset label, as browsers map labels; ``None`` for an unknown one."""
+    label = label.strip().strip("\"'").lower()
+    if meta and label.startswith("utf-16"):  # a page that could say so in ASCII is not UTF-16
+        return "utf-8"
+    label = _LABELS.get(label, label)
+    try:
+        return codecs.lookup(label).name
+    except LookupError:
+        return None
+
+
+def _undeclared(body: bytes) -> str:
+    head = body[:4096]
+    if head.count(0) > len(head) // 4:  # UTF-16 without a BOM: every other byte of ASCII text is zero
+        return body.decode("utf-16-le" if head[1::2].count(0) > head[::2].count(0) else "utf-16-be", errors="replace")
+    text = body.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd") - body.count(b"\xef\xbf\xbd")  # U+FFFD the page itself wrote is not an error
+    if bad == 0:
+        return text
+    good = len(text) - len(text.encode("ascii", errors="ignore")) - bad  # characters UTF-8 decoded
+    if bad <= good:  # UTF-8 with a few bad bytes: the decoding that garbles fewer characters
+        return text
+    return body.decode(_detect(body[:_DETECT_BYTES]), errors="replace")
+
+
+_ACCENTED_WORD = re.compile(rb"[A-Za-z\x80-\xff]*[\x80-\xff][A-Za-z\x80-\xff]*")
+_CENTRAL_EUROPEAN = {"cp1250", "iso8859_2"}
+
+
+def _detect(sample: bytes) -> str:
+    """charset-normalizer's guess, leaning to Windows-1252 (the fallback of browsers) for Latin-script text.
+
+    Western accents in mostly-ASCII words (café, Straße) look alike in every Latin code page, where
+    charset-normalizer's guesses tie or go astray (``Café`` comes back as Urdu); its guess is kept
+    for other scripts (Cyrillic, Greek, CJK: words of high bytes) and for Central European text
+    that it tells apart from Windows-1252.
+    """
+    from charset_normalizer import from_bytes
+
+    matches = list(from_bytes(sample))
+    if not matches:
+        return "cp1252"
+    best = matches[0]
+    words = _ACCENTED_WORD.findall(sample)
+    letters = sum(len(word) for word in words)
+    high = sum(len(word) - len(word.translate(None, bytes(range(0x80, 0x100)))) for word in words)
+    if not letters or high >= letters / 2 or best.encoding not in _SINGLE_BYTE:
+        return best.encoding
+    tied = {m.encoding for m in matches if m.chaos <= best.chaos + 0.01 and m.coherence >= best.coherence - 0.01}
+    return best.encoding if best.encoding in _CENTRAL_EUROPEAN and "cp1252" not in tied else "cp1252"
 
 
 # ---------------------------------------------------------------------------------------------------
 # HTML
 
-_DROP_TAGS = ["script", "style", "noscript", "template", "svg", "canvas", "iframe", "object", "embed",
-              "button", "input", "select", "textarea", "nav", "aside", "footer", "dialog", "head", "menu"]
-_DROP_ROLES = {"navigation", "banner", "contentinfo", "complementary", "search", "dialog", "alert", "menu", "menubar"}
-# Readability's "unlikely candidates", and what rescues an element from them.
-_UNLIKELY = re.compile(
-    r"-ad-|ai2html|banner|breadcrumb|combx|comment|community|cookie|consent|cover-wrap|disqus|extra|"
-    r"footer|gdpr|header|legends|menu|modal|newsletter|related|remark|replies|rss|share|shoutbox|"
-    r"sidebar|skyscraper|social|sponsor|subscribe|supplemental|ad-break|agegate|pagination|pager|popup|promo|widget",
-    re.IGNORECASE,
-)
-_MAYBE = re.compile(r"and|article|body|column|content|main|shadow", re.IGNORECASE)
-_DENSE_LINK_TAGS = {"ul", "ol", "dl", "div", "section", "table", "p", "span"}
-_KEEP_ALWAYS = {"html", "body", "main", "article", "table", "tbody", "thead", "tr", "td", "th", "pre", "code"}
+
+_GARBAGE = re.compile("[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def html_to_document(html: bytes | str, url: str, *, charset: str | None = None) -> Document:
-    """Markdown of a page's content with its links collected; never raises on bad HTML."""
+    """The article of a page as Markdown with its links collected; never raises, whatever the bytes."""
     text = decode(html, charset, html=True) if isinstance(html, bytes) else html
-    soup = BeautifulSoup(text.translate(_SENTINELS), "html.parser")
-    title = _title(soup)
-    base = url
-    base_tag = soup.find("base", href=True)
-    if isinstance(base_tag, Tag):
-        base = urljoin(url, str(base_tag["href"]))
-    _drop_boilerplate(soup)
-    root = _content_root(soup)
-    _drop_dense_links(root)
-    converter = _Converter(base)
-    markdown = converter.convert_soup(root)
-    return Document(url=url, title=title, text=_tidy(markdown), links=converter.links, kind="html")
-
-
-def _title(soup: BeautifulSoup) -> str:
-    for candidate in (soup.find("meta", property="og:title"), soup.title, soup.find("h1")):
-        if isinstance(candidate, Tag):
-            value = candidate.get("content") if candidate.name == "meta" else candidate.get_text(" ", strip=True)
-            if value:
-                return clean_inline(str(value))
-    return ""
-
-
-def _drop_boilerplate(soup: BeautifulSoup) -> None:
-    # One walk that never descends into what it drops (an explicit stack: pages nest deeply).
-    stack: list[tuple[Tag, bool]] = [(soup, False)]
-    while stack:
-        tag, in_article = stack.pop()
-        for child in list(tag.children):
-            if isinstance(child, Comment):
-                child.extract()
-            elif isinstance(child, Tag):
-                if _is_boilerplate(child, in_article):
-                    child.decompose()
-                else:
-                    stack.append((child, in_article or child.name in ("article", "main")))
-
-
-def _is_boilerplate(tag: Tag, in_article: bool) -> bool:
-    if tag.name in _DROP_TAGS:
-        return True
-    if tag.name == "header" and not in_article:  # the page's banner, not an article's heading
-        return True
-    return _hidden(tag) or _unlikely(tag)
-
-
-def _hidden(tag: Tag) -> bool:
-    style = str(tag.get("style", "")).replace(" ", "").lower()
-    return (
-        tag.has_attr("hidden")
-        or str(tag.get("aria-hidden", "")).lower() == "true"
-        or "display:none" in style
-        or "visibility:hidden" in style
-        or str(tag.get("role", "")).lower() in _DROP_ROLES
-    )
-
-
-def _unlikely(tag: Tag) -> bool:
-    if tag.name in _KEEP_ALWAYS or tag.name == "a":
-        return False
-    names = " ".join([*(tag.get("class") or []), str(tag.get("id", ""))])
-    return (
-        bool(names.strip())
-        and bool(_UNLIKELY.search(names))
-        and not _MAYBE.search(names)
-        and tag.find(["article", "main"]) is None
-    )
-
-
-def _content_root(soup: BeautifulSoup) -> Tag:
-    body = soup.body or soup
-    mains = soup.find_all("main") + soup.find_all(attrs={"role": "main"})  # type: ignore[call-overload]  # bs4 stubs
-    for found in (mains, soup.find_all("article")):
-        if len(found) == 1 and len(found[0].get_text(" ", strip=True)) >= 200:
-            return found[0]
-    return body
-
-
-def _drop_dense_links(root: Tag) -> None:
-    """Drop blocks with more link text than other text, innermost first, in one bottom-up pass.
-
-    A block whose links went with an inner block is judged on what is left, so a menu inside an
-    article goes and the article stays. If dropping would leave almost nothing, the page is an
-    index of links, and they all stay.
-    """
-    order: list[Tag] = []
-    stack = [root]
-    while stack:
-        tag = stack.pop()
-        order.append(tag)
-        stack.extend(child for child in tag.children if isinstance(child, Tag))
-    kept: dict[int, tuple[int, int, int]] = {}  # id(tag) -> (text, link text, links) once drops are made
-    everything: dict[int, int] = {}  # id(tag) -> text before any drop
-    dropped: list[Tag] = []
-    for tag in reversed(order):  # children before their parents
-        text = full = link_text = links = 0
-        for child in tag.children:
-            if isinstance(child, Tag):
-                child_text, child_link_text, child_links = kept[id(child)]
-                text, link_text, links = text + child_text, link_text + child_link_text, links + child_links
-                full += everything[id(child)]
-            elif isinstance(child, NavigableString):
-                size = len("".join(child.split()))
-                text, full = text + size, full + size
-        if tag.name == "a":
-            link_text, links = text, links + 1
-        everything[id(tag)] = full
-        if tag is not root and tag.name in _DENSE_LINK_TAGS and links >= 2 and text and link_text / text > 0.5:
-            dropped.append(tag)
-            kept[id(tag)] = (0, 0, 0)
-        else:
-            kept[id(tag)] = (text, link_text, links)
-    full_text, remaining = everything[id(root)], kept[id(root)][0]
-    if remaining >= max(200, full_text // 5):
-        for tag in dropped:
-            tag.decompose()
-
-
-class _Converter(MarkdownConverter):
-    """markdownify with links collected as references and emphasis dropped."""
-
-    def __init__(self, base_url: str):
-        super().__init__(heading_style="ATX", bullets="-", strip=["b", "strong", "i", "em", "u"],
-                         escape_asterisks=False, escape_underscores=False, escape_misc=False,
-                         table_infer_header=True, autolinks=False)
-        self.base_url = base_url
-        self.links: list[str] = []
-        self._index: dict[str, int] = {}
-
-    def convert_a(self, el, text, parent_tags):
-        text = clean_inline(text)
-        href = str(el.get("href") or "").strip()
-        if not text or not href or href.startswith(("#", "javascript:", "mailto:", "tel:", "data:")):
-            return text
-        target = urljoin(self.base_url, href).split("#", 1)[0]
-        if urlsplit(target).scheme not in ("http", "https"):
-            return text
-        index = self._index.get(target)
-        if index is None:
-            index = self._index[target] = len(self.links)
-            self.links.append(target)
-        return f"{LINK_START}{index}{LINK_MID}{text}{LINK_END}"
-
-    def convert_img(self, el, text, parent_tags):
-        alt = clean_inline(str(el.get("alt") or ""))
-        return f"[Image: {alt}]" if alt else ""
-
-
-def clean_inline(text: str) -> str:
-    """One line of text without the characters that delimit GLM-4 citations (【, †, 】)."""
-    return " ".join(text.replace("【", "[").replace("】", "]").replace("†", "+").split())
-
-
-def _tidy(markdown: str) -> str:
-    lines = [line.rstrip() for line in markdown.splitlines()]
-    text = "\n".join(lines)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+    sample = text[:65536]
+    if len(_GARBAGE.findall(sample)) > len(sample) // 20:  # binary data sent as HTML: nothing to read
+        return Document(url=url, title="", text="", kind="html",
+                        notes=["The page is not text: many of its bytes decode to nothing (binary data sent as HTML)."])
+    page = extract(text, url)
+    return Document(url=url, title=page.title, text=page.markdown, links=page.links, kind="html", notes=page.notes)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -312,4 +223,4 @@ def pdf_to_document(data: bytes, url: str, *, truncated: bool = False) -> Docume
     count = pdf["count"]
     notes = [f"Only the first {MAX_PDF_PAGES} of {count} pages were read."] if count > MAX_PDF_PAGES else []
     title = clean_inline(pdf["title"]) or urlsplit(url).path.rsplit("/", 1)[-1]
-    return Document(url=url, title=title, text="\n\n".join(pages).translate(_SENTINELS), kind="pdf", notes=notes)
+    return Document(url=url, title=title, text="\n\n".join(pages).translate(SENTINELS), kind="pdf", notes=notes)
