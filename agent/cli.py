@@ -1,4 +1,4 @@
-"""The ``agent`` command: ``agent run TASK``, ``agent chat``, ``agent tools``, ``agent doctor``.
+"""The ``agent`` command: ``agent run TASK``, ``agent chat``, ``agent tools``, ``agent doctor``, ``agent mcp serve``.
 
 Exit codes: 0 answered, 1 error, 2 bad usage (a bad flag, an empty task, a file that cannot be handed
 in, a policy or tools module that does not load), 3 budget exhausted with no answer, 130 interrupted.
@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import sys
 import traceback
 from contextlib import contextmanager
@@ -369,6 +370,72 @@ def doctor(
             Console().print(table)
         if any(finding.status == "fail" for finding in findings):
             raise typer.Exit(EXIT_ERROR)
+
+
+mcp_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="MCP: offer this agent's tools to MCP "
+                      "clients. (To use an MCP server's tools, declare it in the policy or pass --mcp-config.)")
+app.add_typer(mcp_app, name="mcp")
+
+
+@mcp_app.command("serve")
+def mcp_serve(
+    tools: Optional[str] = ToolsOpt, tools_module: Optional[List[str]] = ModuleOpt, policy: str = PolicyOpt,
+    http: bool = typer.Option(False, "--http", help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio."),
+    host: str = typer.Option("127.0.0.1", "--host", help="With --http: the address to listen on; anything but "
+                             "loopback needs --token."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="With --http: the port (0: a free one)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="AGENT_MCP_TOKEN", help="With --http: the bearer "
+                                        "token clients must send (default: $AGENT_MCP_TOKEN)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Run calls of tools the policy marks require_approval "
+                             "(refused otherwise: nobody can be asked)."),
+    runs_dir: Path = typer.Option(Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+                                  / "agent" / "mcp_runs", "--runs-dir", metavar="DIR",
+                                  help="Where each session's files (plots, images) are kept."),
+    debug: bool = DebugOpt,
+) -> None:
+    """Serve the tools over MCP: python (a sandboxed notebook per MCP session), simple_browser, cogview and any
+    --tools-module tools, under the policy's limits. stdio by default; --http for streamable HTTP."""
+    with _errors(debug):
+        if token:
+            hide_from_process_list(token)
+        if not http and (token or host != "127.0.0.1" or port != 8765):
+            raise UsageError("--host, --port and --token only apply with --http.")
+        from .mcp.server import ToolServer, is_loopback
+
+        if http and token is None and not is_loopback(host):
+            raise UsageError(f"--host {host} would let other machines run code in the sandbox: give a bearer token "
+                             "(--token, or $AGENT_MCP_TOKEN), or keep the default 127.0.0.1.")
+        loaded_policy = load_policy(policy)
+        items: list = list(_builtin_names(tools, loaded_policy))
+        for module in tools_module or []:
+            items += load_tools_module(module)
+        from .registry import ToolRegistry
+        from .runtime import default_runtime
+
+        registry = ToolRegistry(items, policy=loaded_policy)
+        server = ToolServer(registry, runs_dir=runs_dir, approve=yes)
+
+        async def serve() -> None:
+            try:
+                if http:
+                    await server.serve_http(host, port, token, on_ready=lambda url: err.print(
+                        f"agent mcp: serving {', '.join(registry.names) or 'no tools'} at {url}"))
+                else:
+                    await server.serve_stdio()
+            finally:
+                await registry.aclose()
+
+        signal.signal(signal.SIGTERM, _interrupt)  # stopped by its client or a service manager: wind down alike
+        try:
+            asyncio.run(serve())
+        except KeyboardInterrupt:  # how a server is stopped: not an error
+            pass
+        finally:
+            default_runtime().close()  # the kernels still running end with the server
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def hide_from_process_list(secret: str) -> None:
