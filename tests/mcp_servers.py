@@ -4,7 +4,7 @@ MODE ``stdio`` serves on stdin/stdout; ``http`` (streamable HTTP) and ``sse`` se
 port and print ``READY <url>`` on stdout. ``garbage`` is no MCP server at all: it answers every line with
 text that is not JSON-RPC.
 
-The tools: ``echo``, ``add``, ``image`` (a 4x4 PNG as image content), ``note`` (an embedded text resource,
+The tools: ``echo``, ``add``, ``count`` (calls of this process so far), ``image`` (a 4x4 PNG as image content), ``note`` (an embedded text resource,
 a PDF-like binary resource and a resource link), ``fail`` (an error result), ``crash`` (the process exits
 mid-call), ``hang`` (never answers), ``header`` (a request header, over HTTP), ``env`` (an environment
 variable) and ``dotted.name`` (a name with a character GLM-4 names cannot hold).
@@ -37,6 +37,17 @@ def echo(text: str) -> str:
 def add(a: int, b: int) -> int:
     """Add two integers."""
     return a + b
+
+
+calls = 0
+
+
+@server.tool()
+def count() -> int:
+    """How many times this server process was called so far, this call included."""
+    global calls
+    calls += 1
+    return calls
 
 
 @server.tool()

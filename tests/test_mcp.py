@@ -159,6 +159,26 @@ def test_sse_server(fake_server, web_server):
 
 
 @pytest.mark.slow
+def test_chat_sessions_each_start_the_server(fake_server, tmp_path):
+    """`agent chat`: the server lives as long as the conversation; /new starts a fresh one."""
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"demo": {"command": sys.executable, "args": [str(SERVERS)],
+                                                          "tools": ["count"]}}}))
+    fake_server.script(["demo__count\n{}", "\nOnce.", "demo__count\n{}", "\nTwice.", "demo__count\n{}",
+                        "\nOnce again."])
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "chat", "--base-url", fake_server.url, "--model", fake_server.model,
+         "--tools", "none", "--backend", "completions", "--mcp-config", str(config)],
+        input="Count\nCount\n/new\nCount\n/exit\n", capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "tools: demo__count" in proc.stdout and "Once again." in proc.stdout
+    observed = [post.prompt.rsplit("<|observation|>\n", 1)[1].split("<|assistant|>")[0]
+                for post in fake_server.posts if post.prompt.endswith("<|observation|>\n1<|assistant|>")
+                or post.prompt.endswith("<|observation|>\n2<|assistant|>")]
+    assert observed == ["1", "2", "1"]
+
+
+@pytest.mark.slow
 def test_agent_tools_lists_mcp_tools_with_their_server(tmp_path):
     config = tmp_path / "mcp.json"
     config.write_text(json.dumps({"mcpServers": {"demo": {"command": sys.executable, "args": [str(SERVERS)]}}}))
@@ -216,7 +236,7 @@ def test_allow_list_and_approval(fake_server):
     agent = agent_for(fake_server, {"demo": stdio(tools=["echo", "ecko"])})
     try:
         with pytest.raises(ToolDefinitionError, match=r"\[mcp.servers.demo\] tools names 'ecko', which the server "
-                                                       r"does not offer \(it offers: echo, add, image"):
+                                                       r"does not offer \(it offers: echo, add, count"):
             agent.start()
     finally:
         agent.close()

@@ -129,16 +129,19 @@ class MCPConnection:
         elif self._stop is not None:
             self._stop.set()
         try:
-            await asyncio.wait_for(asyncio.shield(task), CLOSE_S)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
+            done, _ = await asyncio.wait({task}, timeout=CLOSE_S)  # the task's own failure was recorded: not raised
+            if not done:
+                task.cancel()
+                await asyncio.wait({task}, timeout=CLOSE_S)
+        except asyncio.CancelledError:  # this close was cancelled: the task goes at once
             task.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(task, CLOSE_S)
-        except BaseException:
-            pass  # its failure was recorded as the reason it ended
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
+            raise
+        finally:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved, so asyncio does not report it
+            if self._stderr is not None:
+                self._stderr.close()
+                self._stderr = None
 
     # -- requests -----------------------------------------------------------------------------------
 
