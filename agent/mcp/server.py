@@ -119,6 +119,7 @@ class ToolServer:
         """Serve one client on stdin and stdout until it closes stdin (the SDK points fd 1 at stderr
         meanwhile, so nothing else a tool or a kernel prints can reach the wire)."""
         async with stdio_server() as (read, write), self.server.lifespan(self.server) as state:
+            await self.registry.start()  # a kernel warms for the first session (after fd 1 was taken over)
             # The handshake era only (a probe of server/discover is refused, so clients fall back to
             # initialize): the dual-era loop would serve a client that opens with the sessionless era.
             await serve_loop(self.server, read, write, lifespan_state=state,
@@ -149,6 +150,7 @@ class ToolServer:
             options["token_verifier"] = _StaticToken(token)
             options["auth"] = AuthSettings(issuer_url=base, resource_server_url=None)
         app = self.server.streamable_http_app(**options)
+        await self.registry.start()  # a kernel warms for the first session
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
         task = asyncio.ensure_future(server.serve(sockets=[sock]))
         try:
