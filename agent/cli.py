@@ -398,7 +398,8 @@ def mcp_serve(
     with _errors(debug):
         if token:
             hide_from_process_list(token)
-        if not http and (token or host != "127.0.0.1" or port != 8765):
+        given_token = token is not None and token != os.environ.get("AGENT_MCP_TOKEN")  # not just the variable
+        if not http and (given_token or host != "127.0.0.1" or port != 8765):
             raise UsageError("--host, --port and --token only apply with --http.")
         from .mcp.server import ToolServer, is_loopback
 
