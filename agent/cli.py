@@ -1,4 +1,4 @@
-"""The ``agent`` command: ``agent run TASK``, ``agent chat``, ``agent tools``, ``agent doctor``.
+"""The ``agent`` command: ``agent run TASK``, ``agent chat``, ``agent tools``, ``agent doctor``, ``agent mcp serve``.
 
 Exit codes: 0 answered, 1 error, 2 bad usage (a bad flag, an empty task, a file that cannot be handed
 in, a policy or tools module that does not load), 3 budget exhausted with no answer, 130 interrupted.
@@ -6,6 +6,7 @@ in, a policy or tools module that does not load), 3 budget exhausted with no ans
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import importlib.util
@@ -13,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import sys
 import traceback
 from contextlib import contextmanager
@@ -71,6 +73,8 @@ ToolsOpt = typer.Option(None, "--tools", help=f"Comma-separated built-ins ({','.
 ModuleOpt = typer.Option(None, "--tools-module", metavar="MODULE", help="A module or .py file whose @tool functions are added "
                                                       "(repeatable).")
 PolicyOpt = typer.Option("default", "--policy", help="default, strict, trusted, or a TOML file.")
+McpConfigOpt = typer.Option(None, "--mcp-config", metavar="FILE", help='A desktop MCP client\'s JSON config '
+                            '({"mcpServers": {...}}): its servers\' tools join the agent\'s (repeatable).')
 MaxStepsOpt = typer.Option(None, "--max-steps", min=1, metavar="N", help="Override the policy's [agent] max_steps.")
 TranscriptOpt = typer.Option(None, "--transcript", help="Append the run's events (all but per-token ones) to this "
                                                           "JSONL file, flushed as they happen.")
@@ -102,6 +106,7 @@ def run(
     model: Optional[str] = ModelOpt, base_url: Optional[str] = BaseUrlOpt, api_key: Optional[str] = ApiKeyOpt,
     backend: Optional[Backend] = BackendOpt, tools: Optional[str] = ToolsOpt,
     tools_module: Optional[List[str]] = ModuleOpt, policy: str = PolicyOpt, max_steps: Optional[int] = MaxStepsOpt,
+    mcp_config: Optional[List[Path]] = McpConfigOpt,
     json_output: bool = typer.Option(False, "--json", help="Print one JSON event per line; the last is the result."),
     transcript: Optional[Path] = TranscriptOpt, system_prompt: Optional[str] = SystemOpt, yes: bool = YesOpt,
     file: Optional[List[Path]] = FileOpt, workdir: Optional[Path] = WorkdirOpt, timeout: Optional[float] = TimeoutOpt,
@@ -113,6 +118,7 @@ def run(
         task = _read_task(task, task_file)
         agent = _build_agent(model, base_url, api_key, backend, tools, tools_module, policy, max_steps, transcript,
                              system_prompt, yes, interactive=not json_output, files=file, workdir=workdir,
+                             mcp_config=mcp_config,
                              served=_served_options(timeout, max_retries, no_stream), chat_format=chat_format,
                              thinking=_on_off(thinking))
         console = Console()
@@ -151,6 +157,7 @@ def chat(
     model: Optional[str] = ModelOpt, base_url: Optional[str] = BaseUrlOpt, api_key: Optional[str] = ApiKeyOpt,
     backend: Optional[Backend] = BackendOpt, tools: Optional[str] = ToolsOpt,
     tools_module: Optional[List[str]] = ModuleOpt, policy: str = PolicyOpt, max_steps: Optional[int] = MaxStepsOpt,
+    mcp_config: Optional[List[Path]] = McpConfigOpt,
     transcript: Optional[Path] = TranscriptOpt, system_prompt: Optional[str] = SystemOpt, yes: bool = YesOpt,
     file: Optional[List[Path]] = FileOpt, workdir: Optional[Path] = WorkdirOpt, timeout: Optional[float] = TimeoutOpt,
     max_retries: Optional[int] = RetriesOpt, no_stream: bool = NoStreamOpt, chat_format: Optional[str] = FormatOpt,
@@ -164,6 +171,7 @@ def chat(
     with _errors(debug):
         agent = _build_agent(model, base_url, api_key, backend, tools, tools_module, policy, max_steps, transcript,
                              system_prompt, yes, interactive=True, files=file, workdir=workdir,
+                             mcp_config=mcp_config,
                              served=_served_options(timeout, max_retries, no_stream), chat_format=chat_format,
                              thinking=_on_off(thinking))
         console = Console()
@@ -271,27 +279,33 @@ def show_policy(
 @app.command("tools")
 def list_tools(
     tools: Optional[str] = ToolsOpt, tools_module: Optional[List[str]] = ModuleOpt, policy: str = PolicyOpt,
+    mcp_config: Optional[List[Path]] = McpConfigOpt,
     json_output: bool = typer.Option(False, "--json", help="Print the schemas as JSON."),
     chat_format: Optional[str] = typer.Option(None, "--format", metavar="glm4|glm45", help="List them as a model "
                                               "of this family is shown them (glm45: the browser as browser.search, "
                                               "browser.open, browser.find). Default: glm4."),
     debug: bool = DebugOpt,
 ) -> None:
-    """List the tools an agent would have, with their schemas."""
+    """List the tools an agent would have, with their schemas (MCP servers are started to list theirs)."""
     with _errors(debug):
         fmt = _format_named(chat_format)
         style = fmt.builtin_style if fmt is not None else "all_tools"
-        loaded_policy = load_policy(policy)
+        loaded_policy = with_mcp_configs(load_policy(policy), mcp_config)
         names = _builtin_names(tools, loaded_policy)
         registry_items: list = list(names)
         for module in tools_module or []:
             registry_items += load_tools_module(module)
+        from .mcp import mcp_servers
         from .registry import ToolRegistry
 
-        registry = ToolRegistry(registry_items, policy=loaded_policy, builtin_style=style)
-        specs = registry.specs()  # listing starts nothing: tools start on first use
+        registry = ToolRegistry([*registry_items, *mcp_servers(loaded_policy)], policy=loaded_policy,
+                                builtin_style=style)
+        specs = _listed(registry)  # the built-ins start nothing; MCP servers start, list and stop
+        servers = {spec.name: registry.policy_name(spec.name) for spec in specs
+                   if registry.policy_name(spec.name) in loaded_policy.mcp.servers}
         if json_output:
-            print(json.dumps([spec.model_dump() for spec in specs], indent=2, ensure_ascii=False))
+            print(json.dumps([{**spec.model_dump(), **({"mcp_server": servers[spec.name]} if spec.name in servers
+                                                       else {})} for spec in specs], indent=2, ensure_ascii=False))
             return
         table = Table("tool", "kind", "description / parameters", show_lines=True)
         for spec in specs:
@@ -301,8 +315,35 @@ def list_tools(
                 params = ", ".join(f"{name}: {schema.get('type', 'any')}"
                                    for name, schema in spec.parameters.get("properties", {}).items())
                 detail = f"{spec.description}\n({params})"
-            table.add_row(Text(visible(spec.name)), "built-in" if spec.builtin else "function", Text(visible(detail)))
+            kind = f"MCP: {servers[spec.name]}" if spec.name in servers else "built-in" if spec.builtin else "function"
+            table.add_row(Text(visible(spec.name)), Text(visible(kind)), Text(visible(detail)))
         Console().print(table)
+
+
+def _listed(registry: Any) -> list:
+    """The specs of a registry's tools, the MCP servers' included (started to learn them, then stopped)."""
+
+    async def discover() -> list:
+        try:
+            await registry.discover()
+            return registry.specs()
+        finally:
+            await registry.aclose()
+
+    return asyncio.run(discover())
+
+
+def with_mcp_configs(policy: Policy, paths: list[Path] | None) -> Policy:
+    """``policy`` with the servers of each ``--mcp-config`` file added (a file's server replaces the policy's
+    server of that name)."""
+    if not paths:
+        return policy
+    from .mcp import load_mcp_config
+
+    servers = dict(policy.mcp.servers)
+    for path in paths:
+        servers.update(load_mcp_config(path))
+    return policy.with_section("mcp", servers=servers)
 
 
 @app.command()
@@ -331,6 +372,73 @@ def doctor(
             raise typer.Exit(EXIT_ERROR)
 
 
+mcp_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="MCP: offer this agent's tools to MCP "
+                      "clients. (To use an MCP server's tools, declare it in the policy or pass --mcp-config.)")
+app.add_typer(mcp_app, name="mcp")
+
+
+@mcp_app.command("serve")
+def mcp_serve(
+    tools: Optional[str] = ToolsOpt, tools_module: Optional[List[str]] = ModuleOpt, policy: str = PolicyOpt,
+    http: bool = typer.Option(False, "--http", help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio."),
+    host: str = typer.Option("127.0.0.1", "--host", help="With --http: the address to listen on; anything but "
+                             "loopback needs --token."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="With --http: the port (0: a free one)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="AGENT_MCP_TOKEN", help="With --http: the bearer "
+                                        "token clients must send (default: $AGENT_MCP_TOKEN)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Run calls of tools the policy marks require_approval "
+                             "(refused otherwise: nobody can be asked)."),
+    runs_dir: Path = typer.Option(Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+                                  / "agent" / "mcp_runs", "--runs-dir", metavar="DIR",
+                                  help="Where each session's files (plots, images) are kept."),
+    debug: bool = DebugOpt,
+) -> None:
+    """Serve the tools over MCP: python (a sandboxed notebook per MCP session), simple_browser, cogview and any
+    --tools-module tools, under the policy's limits. stdio by default; --http for streamable HTTP."""
+    with _errors(debug):
+        if token:
+            hide_from_process_list(token)
+        given_token = token is not None and token != os.environ.get("AGENT_MCP_TOKEN")  # not just the variable
+        if not http and (given_token or host != "127.0.0.1" or port != 8765):
+            raise UsageError("--host, --port and --token only apply with --http.")
+        from .mcp.server import ToolServer, is_loopback
+
+        if http and token is None and not is_loopback(host):
+            raise UsageError(f"--host {host} would let other machines run code in the sandbox: give a bearer token "
+                             "(--token, or $AGENT_MCP_TOKEN), or keep the default 127.0.0.1.")
+        loaded_policy = load_policy(policy)
+        items: list = list(_builtin_names(tools, loaded_policy))
+        for module in tools_module or []:
+            items += load_tools_module(module)
+        from .registry import ToolRegistry
+        from .runtime import default_runtime
+
+        registry = ToolRegistry(items, policy=loaded_policy)
+        server = ToolServer(registry, runs_dir=runs_dir, approve=yes)
+
+        async def serve() -> None:
+            try:
+                if http:
+                    await server.serve_http(host, port, token, on_ready=lambda url: err.print(
+                        f"agent mcp: serving {', '.join(registry.names) or 'no tools'} at {url}"))
+                else:
+                    await server.serve_stdio()
+            finally:
+                await registry.aclose()
+
+        signal.signal(signal.SIGTERM, _interrupt)  # stopped by its client or a service manager: wind down alike
+        try:
+            asyncio.run(serve())
+        except KeyboardInterrupt:  # how a server is stopped: not an error
+            pass
+        finally:
+            default_runtime().close()  # the kernels still running end with the server
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def hide_from_process_list(secret: str) -> None:
     """Overwrite ``secret`` where ``ps`` and ``/proc/<pid>/cmdline`` read our command line (Linux).
 
@@ -355,10 +463,11 @@ def _build_agent(model: str | None, base_url: str | None, api_key: str | None, b
                  tools: str | None, tools_module: list[str] | None, policy: str, max_steps: int | None,
                  transcript: Path | None, system_prompt: str | None, yes: bool, interactive: bool,
                  files: list[Path] | None = None, workdir: Path | None = None,
-                 served: dict | None = None, chat_format: str | None = None, thinking: bool | None = None) -> Agent:
+                 served: dict | None = None, chat_format: str | None = None, thinking: bool | None = None,
+                 mcp_config: list[Path] | None = None) -> Agent:
     if api_key:
         hide_from_process_list(api_key)
-    loaded_policy = load_policy(policy)
+    loaded_policy = with_mcp_configs(load_policy(policy), mcp_config)
     if max_steps is not None:
         loaded_policy = loaded_policy.with_section("agent", max_steps=max_steps)
     if thinking is not None:
@@ -373,7 +482,7 @@ def _build_agent(model: str | None, base_url: str | None, api_key: str | None, b
     agent = Agent(tools=items, policy=loaded_policy, system_prompt=system_prompt, approve=approve,
                   transcript=transcript, workdir=workdir)
     try:  # the model last: a mistake in the flags above should not wait for weights to load
-        agent.start()  # kernels warm while the model loads
+        agent.start()  # kernels warm while the model loads; MCP servers start (one that cannot is said now)
         agent.model = build_model(model, base_url, api_key, backend, chat_format=chat_format, **(served or {}))
     except BaseException:
         agent.close()

@@ -31,6 +31,8 @@ from .files import collect_files
 from .messages import Artifact, Citation, Message, Observation, ObservationPart, ToolCall
 from .models.base import ChatModel, ModelTurn
 from .builtins import builtin_names
+from .mcp import mcp_servers
+from .mcp.names import SEPARATOR
 from .policy import Policy, load_policy
 from .registry import ToolRegistry, default_builtins, error_observation
 from .runtime import Runtime, default_runtime, use_runtime
@@ -54,9 +56,10 @@ class Agent:
     Args:
         model: a ``ChatModel``; by default the local GLM-4-9B on transformers, loaded on first use.
         tools: built-in names (``"python"``, ``"simple_browser"``, ``"cogview"``), ``@tool`` functions
-            or ``Tool`` objects. By default the built-ins the policy enables. The model is shown them by
-            the names its family was trained with (``model.builtin_style``): a GLM-4.5+ model sees
-            ``simple_browser`` as ``browser.search``, ``browser.open`` and ``browser.find``.
+            or ``Tool`` objects. By default the built-ins the policy enables. The tools of the MCP
+            servers the policy declares (``[mcp.servers.NAME]``) come on top, as ``NAME__tool``. The
+            model is shown them by the names its family was trained with (``model.builtin_style``): a
+            GLM-4.5+ model sees ``simple_browser`` as ``browser.search``, ``browser.open`` and ``browser.find``.
         policy: ``"default"``, ``"strict"``, ``"trusted"``, a TOML path or a ``Policy``.
         system_prompt: text for the system message. By default the agent adds none of its own.
         approve: called for tools the policy lists under ``require_approval``; returns True to run it.
@@ -86,10 +89,12 @@ class Agent:
         self.runs_dir = Path(runs_dir).absolute()  # artifacts carry host paths that work from anywhere
         self.workdir = Path(workdir).absolute() if workdir is not None else None
         self.transcript = TranscriptWriter(transcript) if transcript else None
-        self.tools = ToolRegistry(default_builtins(self.policy) if tools is None else tools, policy=self.policy,
+        chosen = list(default_builtins(self.policy) if tools is None else tools)
+        self.tools = ToolRegistry([*chosen, *mcp_servers(self.policy)], policy=self.policy,
                                   builtin_style=model.builtin_style if model is not None else "all_tools")
         unknown = [name for name in self.policy.tools.require_approval
-                   if name not in self.tools and name not in builtin_names()]
+                   if name not in self.tools and name not in builtin_names()
+                   and name.split(SEPARATOR, 1)[0] not in self.policy.mcp.servers]  # an MCP tool, known once started
         if unknown:
             self.tools.close_now()
             raise PolicyError(f"[tools] require_approval names {unknown[0]!r}, which is no tool of this agent "
@@ -324,6 +329,7 @@ class ChatSession:
         self.messages.append(Message(role="user", content="\n".join([*uploads, task])))
         try:
             model = agent.model
+            await agent.tools.discover()  # an MCP server's tools, learnt when the agent was not started
             announce(RunStarted, task=task, model=model.name, tools=agent.tools.names, files=files)
             for source, message in self._context.pending_notices:  # told while files were handed in
                 announce(Notice, source=source, message=message)
@@ -482,7 +488,7 @@ class ChatSession:
 
     async def _approved(self, call: ToolCall) -> bool:
         # The policy names a tool as it was added: "simple_browser" covers browser.open too.
-        if self.agent.tools.policy_name(call.name) not in self.agent.policy.tools.require_approval:
+        if not self.agent.tools.requires_approval(call.name):
             return True
         if self.agent.approve is None:
             return False

@@ -1,10 +1,11 @@
 """Policies: what an agent may do, loaded from TOML and validated by pydantic.
 
-A policy is a TOML file with the core sections ``[agent]``, ``[model]``, ``[tools]`` and ``[files]``,
-and one section per built-in tool, validated by the settings model the tool declares (``[sandbox]``
-for ``python``, ``[browser]`` for ``simple_browser``, ``[cogview]``). Unknown sections and keys are
-errors, so a typo never silently loosens a limit. Policies are read-only: change one with
-``model_copy(update=...)`` (``with_section`` for one section).
+A policy is a TOML file with the core sections ``[agent]``, ``[model]``, ``[tools]``, ``[files]`` and
+``[mcp]`` (MCP servers whose tools the agent gets, ``[mcp.servers.NAME]``), and one section per built-in
+tool, validated by the settings model the tool declares (``[sandbox]`` for ``python``, ``[browser]`` for
+``simple_browser``, ``[cogview]``). Unknown sections and keys are errors, so a typo never silently
+loosens a limit. Policies are read-only: change one with ``model_copy(update=...)`` (``with_section`` for
+one section).
 
 >>> policy = load_policy("strict")
 >>> policy.sandbox.network
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -27,6 +28,7 @@ else:  # pragma: no cover - Python 3.10
 
 from .builtins import builtin_class, builtin_names, policy_sections
 from .errors import PolicyError
+from .mcp.settings import MCPSettings
 
 POLICY_DIR = Path(__file__).parent / "policies"
 
@@ -96,6 +98,7 @@ class Policy(BaseModel):
     model: ModelSettings = Field(default_factory=ModelSettings)
     tools: ToolSettings = Field(default_factory=ToolSettings)
     files: FileSettings = Field(default_factory=FileSettings)
+    mcp: MCPSettings = Field(default_factory=MCPSettings)
 
     if TYPE_CHECKING:  # each built-in's section, by its name: checked at runtime, not by mypy
         def __getattr__(self, name: str) -> Any: ...
@@ -183,6 +186,8 @@ def _describe(exc: ValidationError, prefix: str = "") -> str:
         key = ".".join(str(p) for p in ([prefix] if prefix else []) + list(err["loc"]))
         if err["type"] == "extra_forbidden":
             problems.append(f"unknown key {key!r}")
+        elif err["type"] == "value_error":  # a validator's own sentence, without pydantic's "Value error, "
+            problems.append(f"{key!r}: {err['ctx']['error']}")
         else:
             problems.append(f"{key!r}: {err['msg']}")
     return "; ".join(problems)
@@ -207,9 +212,19 @@ def policy_table() -> str:
     the README holds a copy that a test keeps equal)."""
     rows = ["| key | default | meaning |", "| --- | --- | --- |"]
     for section, model in _all_sections().items():
-        for key, field in model.model_fields.items():
-            default = field.get_default(call_default_factory=True)
-            shown = ("all installed" if (section, key) == ("tools", "enabled") else
-                     "unset" if default is None else f"`{json.dumps(default, ensure_ascii=False)}`")
-            rows.append(f"| `[{section}] {key}` | {shown} | {field.description or ''} |")
+        rows += _rows(section, model)
     return "\n".join(rows)
+
+
+def _rows(section: str, model: type[BaseModel]) -> list[str]:
+    """A section's rows; a key holding named tables of their own (``[mcp.servers.NAME]``) gets theirs after it."""
+    rows, nested = [], []
+    for key, field in model.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = ("all installed" if (section, key) == ("tools", "enabled") else
+                 "unset" if default is None else f"`{json.dumps(default, ensure_ascii=False)}`")
+        rows.append(f"| `[{section}] {key}` | {shown} | {field.description or ''} |")
+        value_type = get_args(field.annotation)[1] if get_origin(field.annotation) is dict else None
+        if isinstance(value_type, type) and issubclass(value_type, BaseModel):
+            nested += _rows(f"{section}.{key}.NAME", value_type)
+    return rows + nested

@@ -95,11 +95,20 @@ class ToolRegistry:
         changes if two names would clash."""
         if style == self._style:
             return
-        shown: dict[str, Tool] = {}
-        owner: dict[str, str] = {}
-        for tool in self._tools.values():
-            _show(tool, style, shown, owner)
-        self._style, self._shown, self._owner = style, shown, owner
+        previous = self._style
+        self._style = style
+        try:
+            self._show_again()
+        except ToolDefinitionError:
+            self._style = previous
+            raise
+
+    def requires_approval(self, name: str) -> bool:
+        """Whether a call to the tool shown as ``name`` asks first: ``[tools] require_approval`` names it or its
+        tool (``simple_browser`` covers ``browser.open``, an MCP server's name all its tools), or it says so."""
+        listed = self.policy.tools.require_approval
+        tool = self._shown.get(name)
+        return name in listed or self.policy_name(name) in listed or bool(tool is not None and tool.requires_approval)
 
     def policy_name(self, name: str) -> str:
         """The name the policy knows the tool shown as ``name`` by: its own, or for a variant the name of
@@ -164,6 +173,22 @@ class ToolRegistry:
     async def start(self) -> None:
         for tool in self._tools.values():
             await tool.start()
+        self._show_again()
+
+    async def discover(self) -> None:
+        """Let each tool learn what it is shown as (an MCP server's tools), then show them so."""
+        for tool in self._tools.values():
+            await tool.discover()
+        self._show_again()
+
+    def _show_again(self) -> None:
+        """Recompute what the model is shown, after tools learnt their variants; a name two tools would share
+        is an error, and nothing changes."""
+        shown: dict[str, Tool] = {}
+        owner: dict[str, str] = {}
+        for tool in self._tools.values():
+            _show(tool, self._style, shown, owner)
+        self._shown, self._owner = shown, owner
 
     async def aclose(self) -> None:
         for tool in self._tools.values():

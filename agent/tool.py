@@ -129,6 +129,7 @@ class Tool:
     section: ClassVar[str | None] = None  # the policy section holding its settings, e.g. "browser"
     settings_model: ClassVar[type[BaseModel] | None] = None  # the model that validates that section
     code: ClassVar[tuple[str, str] | None] = None  # (language, argument): calls shown as highlighted code
+    requires_approval: bool = False  # ask before each call even where [tools] require_approval does not name it
 
     forward: Callable[..., Any]
 
@@ -158,13 +159,14 @@ class Tool:
         return self._signature.model
 
     @classmethod
-    def from_schema(cls, spec: dict[str, Any], fn: Callable[[dict[str, Any]], Any]) -> "Tool":
+    def from_schema(cls, spec: dict[str, Any], fn: Callable[..., Any]) -> "Tool":
         """A tool from an OpenAI function spec and a handler of the validated arguments (a dict).
 
         ``spec`` is ``{"name", "description", "parameters"}`` or ``{"type": "function", "function": {...}}``
         (what other frameworks, MCP servers and BFCL give). The model sees the schema as given;
         arguments are checked against it as JSON Schema, and reach ``fn`` (sync or async) as they
-        came: integers stay integers, keys the schema allows are kept.
+        came: integers stay integers, keys the schema allows are kept. A handler with a second
+        parameter gets the call's :class:`ToolContext` there too.
 
         >>> weather = Tool.from_schema({"name": "weather", "parameters": {"type": "object",
         ...     "properties": {"city": {"type": "string"}}, "required": ["city"]}}, lambda args: "sunny")
@@ -223,6 +225,11 @@ class Tool:
         :class:`~agent.doctor.Finding`), for the ``policy`` it would run under; none by default."""
         return []
 
+    async def discover(self) -> None:
+        """Learn what :meth:`variants` returns, where that is not known until something starts (an MCP
+        server's tools). The registry calls it before a session's first turn (and :meth:`Agent.start`
+        does), then shows the tool again; nothing by default."""
+
     async def start(self) -> None:
         """Get ready ahead of the first call (warm a kernel, say). :meth:`Agent.start` calls it; the
         constructor must start nothing, so that making a tool costs nothing until it is used."""
@@ -267,7 +274,7 @@ class ArgumentError(ValueError):
 class SchemaTool(Tool):
     """A tool made by :meth:`Tool.from_schema`: a JSON Schema and a handler of the arguments dict."""
 
-    def __init__(self, spec: dict[str, Any], fn: Callable[[dict[str, Any]], Any]):
+    def __init__(self, spec: dict[str, Any], fn: Callable[..., Any]):
         from jsonschema import SchemaError, validators
 
         function = spec.get("function", spec) if spec.get("type") == "function" else spec
@@ -289,6 +296,7 @@ class SchemaTool(Tool):
         self._validator = validator_class(parameters)
         self._fn = fn
         self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+        self._takes_context = _positional_parameters(fn) >= 2
 
     @property
     def spec(self) -> ToolSpec:
@@ -301,9 +309,19 @@ class SchemaTool(Tool):
         return raw
 
     async def acall(self, args: Any, context: ToolContext) -> Any:
+        given = (args, context) if self._takes_context else (args,)
         if self._is_async:
-            return await self._fn(args)
-        return await in_worker_thread(self._fn, args)
+            return await self._fn(*given)
+        return await in_worker_thread(self._fn, *given)
+
+
+def _positional_parameters(fn: Callable[..., Any]) -> int:
+    """How many positional parameters ``fn`` names (``*args`` does not count: such a handler always got one)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: it takes the arguments dict
+        return 1
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)
 
 
 def describe_schema_errors(errors: list[Any]) -> str:
