@@ -24,9 +24,9 @@ from pydantic import BaseModel, Field
 
 from ..events import ModelTurnEvent, RunFinished, ToolCallEvent
 from ..loop import Agent
-from ..messages import ToolCall, ToolSpec
-from ..models.base import ChatModel, Usage
-from ..policy import Policy
+from ..messages import Message, ToolCall, ToolSpec
+from ..models.base import ChatModel, ModelTurn, TokenCallback, Usage
+from ..policy import ModelSettings, Policy
 from ..protocol.glm45 import decode_arguments
 from ..protocol.glm4 import template_messages
 from ..protocol.near_json import parse_json_arguments
@@ -176,7 +176,7 @@ class TaskExecutor:
     async def _run(self, task: Task, tools: list[Tool], model: ChatModel, outcome: Outcome,
                    writer: TranscriptWriter | None) -> None:
         task_tools = [Tool.from_schema(bfcl.to_tool_schema(f), _not_executed) for f in task.functions]
-        agent = Agent(model=model, tools=[*tools, *task_tools], policy=self.policy,
+        agent = Agent(model=FirstTurnOnly(model) if self.single_turn else model, tools=[*tools, *task_tools], policy=self.policy,
                       system_prompt=task.system or self.system_prompt, approve=self.approve,
                       runs_dir=self.runs_dir / safe_name(task.id), runtime=self.runtime)
         # The agent is not closed: its model and built-ins are the executor's, shared with other tasks.
@@ -208,6 +208,33 @@ class TaskExecutor:
 
 def _not_executed(arguments: dict[str, Any]) -> str:
     return NOT_EXECUTED
+
+
+class FirstTurnOnly(ChatModel):
+    """A model that answers one turn, then holds any next request until the run is stopped.
+
+    ``single_turn`` runs use it so the loop, going on after the first turn while the executor stops
+    the run, never sends a second request to the server.
+    """
+
+    def __init__(self, model: ChatModel):
+        self.model = model
+        self.turns = 0
+
+    async def generate(self, messages: list[Message], tools: list[ToolSpec], settings: ModelSettings,
+                       on_token: TokenCallback | None = None) -> ModelTurn:
+        self.turns += 1
+        if self.turns > 1:
+            await asyncio.Event().wait()  # cancelled by the executor, which has the first turn
+        return await self.model.generate(messages, tools, settings, on_token)
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def builtin_style(self) -> str:
+        return self.model.builtin_style
 
 
 def call_arguments(call: ToolCall, specs: list[ToolSpec]) -> Any:
