@@ -157,7 +157,6 @@ class TaskExecutor:
         writer = None
         if self.transcripts is not None:
             path = self.transcripts / f"{safe_name(task.id)}.{attempt}.jsonl"
-            path.unlink(missing_ok=True)  # a rerun of an unfinished task starts its transcript afresh
             writer = TranscriptWriter(path)
             outcome.transcript = str(path)
         try:

@@ -6,6 +6,7 @@ builds its own (with one endpoint of the list, its own warm kernel) from the sam
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..models.base import ChatModel
 from ..policy import Policy
 from .executor import TaskExecutor
+
+CONNECTIONS_PER_CLIENT = 8
 
 
 class Recipe(BaseModel):
@@ -37,16 +40,23 @@ class Recipe(BaseModel):
     transcripts: str | None = None
     trajectories: bool = False
 
-    def build_models(self, endpoint: int | None = None) -> list[ChatModel]:
-        """One model per endpoint (only ``endpoint``'s when given); the local model without ``base_urls``."""
+    def build_models(self, endpoint: int | None = None, lanes: int = 1) -> list[ChatModel]:
+        """The served models tasks are spread over (only ``endpoint``'s when given); the local model without
+        ``base_urls``.
+
+        An endpoint gets one client per :data:`CONNECTIONS_PER_CLIENT` tasks in flight: httpx's pool
+        looks at each of its connections for every request, so 32 connections in one client cost
+        each request about twice the CPU that four clients of eight do.
+        """
         from ..cli import Backend, build_model
 
         backend = Backend(self.backend) if self.backend else None
         if not self.base_urls:
             return [build_model(self.model, None, self.api_key, backend, chat_format=self.chat_format, **self.served)]
         urls = self.base_urls if endpoint is None else [self.base_urls[endpoint % len(self.base_urls)]]
+        clients = max(1, math.ceil(lanes / (len(urls) * CONNECTIONS_PER_CLIENT)))
         return [build_model(self.model, url, self.api_key, backend, chat_format=self.chat_format, **self.served)
-                for url in urls]
+                for _ in range(clients) for url in urls]
 
     def executor(self, *, lanes: int, endpoint: int | None = None) -> TaskExecutor:
         """An executor for ``lanes`` tasks at once: one warm sandbox each (see :class:`TaskExecutor`)."""
@@ -59,6 +69,6 @@ class Recipe(BaseModel):
         for module in self.tools_modules:
             tools += load_tools_module(module)
         approve = (lambda call: True) if self.approve_all else None
-        return TaskExecutor(self.build_models(endpoint), tools, policy, system_prompt=self.system_prompt,
+        return TaskExecutor(self.build_models(endpoint, lanes), tools, policy, system_prompt=self.system_prompt,
                             approve=approve, runs_dir=Path(self.runs_dir), transcripts=self.transcripts,
                             trajectories=self.trajectories, single_turn=self.single_turn, lanes=lanes)

@@ -44,8 +44,16 @@ class Run:
         return [(task.id, attempt) for attempt in range(self.attempts) for task in self.tasks]
 
     def pending(self) -> list[tuple[Task, int]]:
-        return [(self._by_id[task_id], attempt) for task_id, attempt in self.keys
-                if not self.writer.done((task_id, attempt))]
+        """The runs still to do; a run that ended in an error before loses its old transcript (it starts afresh)."""
+        todo = []
+        for key in self.keys:
+            if self.writer.done(key):
+                continue
+            earlier = self.writer.records.get(key)
+            if earlier is not None and earlier.get("transcript"):
+                Path(earlier["transcript"]).unlink(missing_ok=True)
+            todo.append((self._by_id[key[0]], key[1]))
+        return todo
 
     def records(self) -> list[dict[str, Any]]:
         """The latest record of every run of the selection the file holds, in selection order."""
