@@ -141,6 +141,7 @@ def write_jsonl(path, rows):
     return path
 
 
+@pytest.mark.slow
 def test_eval_jsonl_with_each_scorer(fake_server, tmp_path):
     (tmp_path / "mytools.py").write_text(MYTOOLS)
     tasks = write_jsonl(tmp_path / "tasks.jsonl", [{"id": f"t{i}", "task": f"What is {i}+{i * 10}?",
@@ -205,6 +206,7 @@ def test_a_missing_dataset_is_one_clear_line(tmp_path):
     assert proc.returncode == 2 and "nope.jsonl does not exist" in proc.stderr
 
 
+@pytest.mark.slow
 def test_an_unreachable_server_is_counted_and_retried_on_the_next_run(fake_server, tmp_path):
     tasks = write_jsonl(tmp_path / "tasks.jsonl", [{"id": "a", "task": "Say yes.", "answer": "yes"}])
     common = ["eval", "jsonl", "--data", str(tasks), "--model", fake_server.model, "--tools", "none",
@@ -285,3 +287,19 @@ def test_ray_runs_the_tasks_on_workers_into_the_same_results_file(fake_server, t
     rest = agent_cli(*common, "--ray", "local", cwd=tmp_path)  # resumes: only the last two run
     assert rest.returncode == 0, rest.stderr
     assert "| accuracy | 100.00% (6/6) |" in rest.stdout and len(fake_server.posts) == 6
+
+
+def test_eval_math_scores_boxed_answers_by_equivalence(fake_server, tmp_path):
+    data = write_jsonl(tmp_path / "math500.jsonl", [
+        {"problem": "Half of one?", "answer": r"\frac{1}{2}", "subject": "Prealgebra", "unique_id": "a"},
+        {"problem": "Roots of x^2-1?", "answer": "(-1, 1)", "subject": "Algebra", "unique_id": "b"},
+        {"problem": "Two plus two?", "answer": "4", "subject": "Algebra", "unique_id": "c"}])
+    answers = {"Half": r"It is $\boxed{0.5}$.", "Roots": r"$\boxed{\left(-1,1\right)}$", "Two": r"\boxed{5}"}
+    fake_server.script(lambda request: "\n" + next(v for k, v in answers.items() if k + " " in request.prompt))
+    proc = agent_cli("eval", "math", "--data", str(data), "--base-url", fake_server.url, "--model",
+                     fake_server.model, "--backend", "completions", "--tools", "none", "-o", str(tmp_path / "m.jsonl"),
+                     "--no-transcripts", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "| accuracy | 66.67% (2/3) |" in proc.stdout and "| Algebra | 2 | 50.00% |" in proc.stdout
+    header = json.loads((tmp_path / "m.jsonl").read_text().splitlines()[0])
+    assert header["subset"] == "math500" and header["scorer"] == "math" and header["tools"] == []

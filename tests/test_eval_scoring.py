@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from agent.eval.datasets import DatasetError, Task, dataset_hash, read_rows, select
@@ -153,3 +155,29 @@ def test_compare_is_paired_with_a_bootstrap_interval(tmp_path):
     assert compare(a, b, resamples=2000, seed=3) == result  # seeded: the same interval every time
     same = compare(a, a, resamples=500)
     assert same["difference"] == same["ci_low"] == same["ci_high"] == 0
+
+
+def test_benchmark_loaders_read_their_own_formats(tmp_path):
+    from agent.eval.datasets import BENCHMARKS
+
+    math500 = tmp_path / "math500.jsonl"
+    math500.write_text(json.dumps({"problem": "1+1?", "solution": "...", "answer": "2", "subject": "Algebra",
+                                   "level": 1, "unique_id": "test/algebra/1.json"}) + "\n")
+    (tasks, source) = BENCHMARKS["math"].load(str(math500), "math500")
+    assert tasks[0].id == "test/algebra/1.json" and tasks[0].answer == "2" and tasks[0].category == "Algebra"
+    release = tmp_path / "MATH" / "test" / "geometry"
+    release.mkdir(parents=True)
+    (release / "7.json").write_text(json.dumps({"problem": "Area?", "level": "Level 2", "type": "Geometry",
+                                                "solution": r"So it is $\boxed{\frac{1}{2}}$."}))
+    (tasks, _) = BENCHMARKS["math"].load(str(tmp_path / "MATH" / "test"), "full")
+    assert tasks[0].answer == r"\frac{1}{2}" and tasks[0].category == "Geometry"
+    math23k = tmp_path / "math23k.json"
+    math23k.write_text(json.dumps([{"id": "1", "original_text": "甲有5个苹果，乙有3个，一共几个？", "ans": "8"}]))
+    (tasks, _) = BENCHMARKS["math23k"].load(str(math23k), None)
+    assert tasks[0].task.startswith("甲有5个苹果") and tasks[0].answer == "8"
+    gsm8k = tmp_path / "gsm8k.jsonl"
+    gsm8k.write_text(json.dumps({"question": "q?", "answer": "so 1,000 + 234\n#### 1,234"}) + "\n")
+    (tasks, source) = BENCHMARKS["gsm8k"].load(str(gsm8k), None)
+    assert tasks[0].id == "gsm8k-0" and tasks[0].answer == "1234" and source == str(gsm8k)
+    with pytest.raises(DatasetError, match="has none of the fields question"):
+        BENCHMARKS["gsm8k"].load(str(math500), None)
