@@ -107,14 +107,14 @@ def chart(records: list[dict[str, Any]], path: str | Path, title: str) -> Path:
     axes = figure.subplots(1, 3)
     scores = [float(r.get("score") or 0.0) for r in records]
     running = [sum(scores[: i + 1]) / (i + 1) for i in range(len(scores))]
-    axes[0].plot(range(1, len(scores) + 1), [100 * a for a in running], color="#1f77b4")
-    axes[0].set(title="accuracy so far", xlabel="runs", ylabel="%", ylim=(0, 100))
+    axes[0].plot(range(1, len(scores) + 1), [100 * a for a in running], color="#1f77b4", linewidth=2)
+    axes[0].set(title="accuracy so far", xlabel="runs", ylabel="%", ylim=(-3, 103))
     colours = ["#2ca02c" if r.get("correct") else "#d62728" for r in records]
     positions = list(range(len(records)))
-    axes[1].bar(positions, [r.get("steps", 0) for r in records], color=colours, width=1.0)
+    axes[1].bar(positions, [r.get("steps", 0) for r in records], color=colours, width=0.8)
     axes[1].set(title="steps per run (green: right)", xlabel="run", ylabel="steps")
     tokens = [int(r.get("prompt_tokens", 0)) + int(r.get("completion_tokens", 0)) for r in records]
-    axes[2].bar(positions, tokens, color=colours, width=1.0)
+    axes[2].bar(positions, tokens, color=colours, width=0.8)
     axes[2].set(title="tokens per run", xlabel="run", ylabel="tokens")
     figure.suptitle(title)
     figure.tight_layout()
