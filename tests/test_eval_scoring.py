@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -181,3 +182,28 @@ def test_benchmark_loaders_read_their_own_formats(tmp_path):
     assert tasks[0].id == "gsm8k-0" and tasks[0].answer == "1234" and source == str(gsm8k)
     with pytest.raises(DatasetError, match="has none of the fields question"):
         BENCHMARKS["gsm8k"].load(str(math500), None)
+
+
+def test_without_data_the_hub_copy_is_loaded_through_datasets(monkeypatch):
+    import types
+
+    from agent.eval.datasets import BENCHMARKS
+
+    asked = []
+
+    def load_dataset(name, config, split):
+        asked.append((name, config, split))
+        if name == "openai/gsm8k":
+            return [{"question": "q?", "answer": "#### 7"}]
+        raise ConnectionError("the hub is not reachable")
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    tasks, source = BENCHMARKS["gsm8k"].load(None, None)
+    assert asked == [("openai/gsm8k", "main", "test")] and source == "hf:openai/gsm8k:main"
+    assert tasks[0].answer == "7"
+    with pytest.raises(DatasetError, match=r"HuggingFaceH4/MATH-500 could not be loaded .*the hub is not reachable.*"
+                                           r"pass --data PATH to MATH-500"):
+        BENCHMARKS["math"].load(None, "math500")
+    with pytest.raises(DatasetError):
+        BENCHMARKS["math"].load(None, "full")
+    assert asked[-1] == ("EleutherAI/hendrycks_math", "algebra", "test")

@@ -40,6 +40,8 @@ def summarize(header: dict[str, Any], records: list[dict[str, Any]]) -> dict[str
     scored = [r for r in records if r.get("score") is not None]
     summary: dict[str, Any] = {field: header.get(field) for field in HEADER_FIELDS if field in header}
     summary.update(tasks=len(grouped), runs=runs, errors=sum(r.get("status") == "error" for r in records))
+    if grouped:  # a rerun may have asked for more attempts than the header's first run did
+        summary["attempts"] = max(len(v) for v in grouped.values())
     if scored:
         summary["accuracy"] = sum(float(r["score"]) for r in scored) / len(scored)
         summary["correct"] = sum(bool(r.get("correct")) for r in scored)
