@@ -648,4 +648,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def main() -> None:
+    from .eval.cli import register  # `agent eval` and `agent batch`, built on the options above
+
+    register(app)
     app()
