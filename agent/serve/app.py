@@ -1,7 +1,7 @@
 """The ASGI app of ``agent serve``: the HTTP API, the OpenAI-compatible facade and the web chat.
 
 Security, in one place: every request needs the token when one is set (``Authorization: Bearer``,
-or ``?token=`` where a browser cannot set headers: downloads); every answer carries a strict
+the cookie that opening ``/?token=T`` sets, or ``?token=``); every answer carries a strict
 Content-Security-Policy and ``nosniff``; CORS only for origins configured; uploads within the
 policy's ``[files]`` limits; downloads only of the artifacts a session was given ids for.
 """
@@ -162,7 +162,15 @@ def create_app(agent: Agent, settings: ServeSettings = ServeSettings()) -> Starl
 
 
 class TokenGate:
-    """Every request carries the token (header ``Authorization: Bearer T`` or query ``?token=T``), when one is set."""
+    """Every request carries the token, when one is set: ``Authorization: Bearer T``, the ``agent_token``
+    cookie, or ``?token=T``.
+
+    A request authorised by ``?token=`` (the address printed at start) sets the cookie, HttpOnly and
+    SameSite=Strict: the page's own scripts, styles, images and downloads then carry it, other sites'
+    requests never do, and the token need not stay in any address.
+    """
+
+    COOKIE = "agent_token"
 
     def __init__(self, app: ASGIApp, token: str | None):
         self.app, self.token = app, token
@@ -171,16 +179,27 @@ class TokenGate:
         if self.token is None or scope["type"] != "http" or scope.get("method") == "OPTIONS":
             return await self.app(scope, receive, send)
         request = Request(scope)
-        given = request.query_params.get("token", "")
         header = request.headers.get("authorization", "")
-        if header.lower().startswith("bearer "):
-            given = header[7:].strip()
-        if not hmac.compare_digest(given.encode(), self.token.encode()):
+        offered = {"header": header[7:].strip() if header.lower().startswith("bearer ") else None,
+                   "cookie": request.cookies.get(self.COOKIE), "query": request.query_params.get("token")}
+        valid = {how for how, given in offered.items()
+                 if given is not None and hmac.compare_digest(given.encode(), self.token.encode())}
+        if not valid:
             response = JSONResponse({"error": {"code": "unauthorized", "message": "This server needs its token: send "
-                                     "Authorization: Bearer TOKEN (or ?token=TOKEN)."}}, status_code=401,
+                                     "Authorization: Bearer TOKEN (or open /?token=TOKEN once)."}}, status_code=401,
                                     headers={"WWW-Authenticate": "Bearer"})
             return await response(scope, receive, send)
-        await self.app(scope, receive, send)
+        if valid != {"query"}:
+            return await self.app(scope, receive, send)
+        secure = "; Secure" if scope.get("scheme") == "https" else ""
+        cookie = f"{self.COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict{secure}".encode()
+
+        async def with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"set-cookie", cookie)]
+            await send(message)
+
+        await self.app(scope, receive, with_cookie)
 
 
 class SecurityHeaders:

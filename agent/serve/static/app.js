@@ -25,11 +25,6 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
-function withToken(url) {
-  if (!token) return url;
-  return url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
-}
-
 async function api(method, path, body) {
   const headers = token ? { Authorization: "Bearer " + token } : {};
   if (body !== undefined && !(body instanceof FormData)) {
@@ -55,12 +50,15 @@ const TEX = { "\\alpha": "α", "\\beta": "β", "\\gamma": "γ", "\\delta": "δ",
   "\\lambda": "λ", "\\mu": "μ", "\\sigma": "σ", "\\omega": "ω", "\\times": "×", "\\cdot": "·", "\\pm": "±",
   "\\leq": "≤", "\\geq": "≥", "\\neq": "≠", "\\approx": "≈", "\\infty": "∞", "\\sum": "∑", "\\int": "∫",
   "\\sqrt": "√", "\\to": "→", "\\rightarrow": "→", "\\equiv": "≡", "\\mod": "mod", "\\bmod": "mod", "\\quad": " " };
+const SUB = { 0: "₀", 1: "₁", 2: "₂", 3: "₃", 4: "₄", 5: "₅", 6: "₆", 7: "₇", 8: "₈", 9: "₉", "=": "₌", "+": "₊",
+  "-": "₋", i: "ᵢ", j: "ⱼ", n: "ₙ", x: "ₓ", k: "ₖ" };
 const SUP = { 0: "⁰", 1: "¹", 2: "²", 3: "³", 4: "⁴", 5: "⁵", 6: "⁶", 7: "⁷", 8: "⁸", 9: "⁹", n: "ⁿ", "-": "⁻", "+": "⁺" };
 
 function math(tex, display) {
   let text = tex.replace(/\\[a-zA-Z]+/g, (m) => (m in TEX ? TEX[m] : m));
   text = text.replace(/\\frac\{([^{}]*)\}\{([^{}]*)\}/g, "($1)/($2)");
-  text = text.replace(/\^\{?([0-9n+-]+)\}?/g, (m, p) => [...p].map((c) => SUP[c] || c).join(""));
+  text = text.replace(/\^(?:\{([0-9n+-]+)\}|([0-9n]))/g, (m, a, b) => [...(a || b)].map((c) => SUP[c] || c).join(""));
+  text = text.replace(/_(?:\{([0-9ijnxk=+-]+)\}|([0-9ijnxk]))/g, (m, a, b) => [...(a || b)].map((c) => SUB[c] || c).join(""));
   text = text.replace(/[{}]/g, "");
   return el(display ? "div" : "span", { class: display ? "math display" : "math", title: tex }, text);
 }
@@ -157,7 +155,7 @@ function codeBlock(code, lang) {
 function newRun(text, files) {
   const chat = $("chat");
   chat.append(el("div", { class: "msg user" }, el("div", {}, text),
-    files.length ? el("div", { class: "files" }, "📎 " + files.join(", ")) : null));
+    files.length ? el("div", { class: "files" }, "files: " + files.join(", ")) : null));
   const box = el("div", { class: "msg assistant" });
   chat.append(box);
   state.run = { box, step: null, steps: {}, live: null, outputs: {}, lastTool: null };
@@ -176,7 +174,7 @@ function currentStep(index) {
 }
 
 function artifactView(artifact) {
-  const url = withToken(artifact.url);
+  const url = artifact.url; // the token travels in the page's cookie, not in the address
   if (artifact.kind === "image") {
     return el("figure", {}, el("img", { src: url, alt: artifact.name, loading: "lazy" }),
       el("figcaption", {}, el("a", { href: url, download: artifact.name, class: "artifact-link" }, artifact.name)));
