@@ -74,14 +74,15 @@ class ServerSession:
     def touch(self) -> None:
         self.last_used = time.monotonic()
 
-    def add(self, type_: str, payload: dict[str, Any]) -> None:
-        """Append to the log and wake the streams that wait (call on the event loop's thread)."""
-        self.log.append(Record(len(self.log), type_, json.dumps(payload, ensure_ascii=False, default=str)))
+    def add(self, type_: str, payload: dict[str, Any] | str) -> None:
+        """Append to the log (a payload, or its JSON) and wake the streams that wait (on the loop's thread)."""
+        data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, default=str)
+        self.log.append(Record(len(self.log), type_, data))
         self._changed.set()
         self._changed = asyncio.Event()
 
     def add_event(self, event: Event) -> None:
-        self.add(event.type, event.model_dump(mode="json"))
+        self.add(event.type, event.model_dump_json())  # the same JSON as `agent run --json` prints
         if isinstance(event, ToolResult):
             for artifact in event.observation.artifacts:
                 self.add("artifact", {"type": "artifact", **self.register(artifact)})
