@@ -134,6 +134,11 @@ function markdown(source, cite = (t) => t) {
 const KEYWORDS = new Set(("False None True and as assert async await break class continue def del elif else except " +
   "finally for from global if import in is lambda nonlocal not or pass raise return try while with yield print").split(" "));
 
+function unfence(code) { // GLM-4 may fence a python body: the fence is no part of the code
+  const fenced = /^\s*```[\w+-]*\n([\s\S]*?)\n?```\s*$/.exec(code);
+  return fenced ? fenced[1] : code;
+}
+
 function codeBlock(code, lang) {
   const pre = el("pre", { class: "code" });
   const target = el("code", { "data-lang": lang || "" });
@@ -220,7 +225,7 @@ function handle(event) {
     }
     case "tool_call": {
       const call = event.call;
-      const code = call.body || JSON.stringify(call.arguments || {}, null, 2);
+      const code = unfence(call.body || JSON.stringify(call.arguments || {}, null, 2));
       step.summary.textContent = "Step " + event.step + " · " + call.name;
       step.body.append(el("div", { class: "label" }, "Call · " + call.name), codeBlock(code, call.name));
       run.outputs[call.id] = step.body.appendChild(el("pre", { class: "output" }));
