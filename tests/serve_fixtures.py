@@ -28,8 +28,9 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(self.app, log_level="error", lifespan="on", timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(sockets=[self.sock])),
-                                       name="serve", daemon=True)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_until_complete,
+                                       args=(self.server.serve(sockets=[self.sock]),), name="serve", daemon=True)
 
     def __enter__(self) -> "LiveServer":
         self.thread.start()
@@ -41,8 +42,10 @@ class LiveServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.app.state.manager.end_streams)  # a browser's open streams end now
         self.server.should_exit = True
         self.thread.join(30)
+        self.loop.close()
         self.sock.close()
 
     def client(self, token: str | None = None) -> httpx.Client:

@@ -161,6 +161,18 @@ def test_citations_link_their_sources_and_injected_html_stays_inert(page, glm):
     shot(page, "serve-citations.png")
 
 
+def test_files_dropped_on_the_page_are_attached(page):
+    page.execute_script("""
+        const data = new DataTransfer();
+        data.items.add(new File(["x,y\\n1,2\\n"], "dropped.csv", {type: "text/csv"}));
+        document.dispatchEvent(new DragEvent("dragenter", {dataTransfer: data, bubbles: true}));
+        document.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+    """)
+    assert page.find_element(By.ID, "attached").text == "dropped.csv"
+    assert not page.find_element(By.ID, "drop-hint").is_displayed()
+    page.execute_script("state.files = []; showAttached()")
+
+
 def test_an_upload_is_used_and_the_produced_file_downloads(page, glm, tmp_path):
     data = tmp_path / "scores.csv"
     data.write_text("name,score\nada,3\nbob,4\n")

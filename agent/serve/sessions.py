@@ -136,6 +136,12 @@ class SessionManager:
             await self.delete(session_id)
         await self.agent.aclose()
 
+    def end_streams(self) -> None:
+        """End every open event stream (the server is going down: it need not wait for them)."""
+        for session in self.sessions.values():
+            session.closed = True
+            session.wake()
+
     def create(self) -> ServerSession:
         if len(self.sessions) >= self.limits.max_sessions:
             raise ServeError(429, f"The server holds its maximum of {self.limits.max_sessions} sessions: delete one "
