@@ -289,7 +289,12 @@ def serve(
         except ImportError as exc:
             raise UsageError(f"agent serve needs the server extra ({exc.name} is missing): "
                              "pip install 'glm-agent[serve]'.") from None
-        if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        if token is not None:
+            if len(token) < 16:
+                raise UsageError("--token is too short to keep anyone out: use 16 characters or more "
+                                 "(or leave it out for a generated one).")
+            hide_from_process_list(token)
+        elif host not in ("127.0.0.1", "localhost", "::1"):
             import secrets
 
             token = secrets.token_urlsafe(24)

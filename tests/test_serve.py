@@ -256,6 +256,13 @@ def test_pages_carry_a_strict_content_security_policy(client):
     assert "access-control-allow-origin" not in client.get("/api/info", headers={"Origin": "http://evil"}).headers
 
 
+def test_a_short_token_is_refused(glm):
+    proc = subprocess.run([sys.executable, "-m", "agent", "serve", "--token", "abc", "--base-url", glm.url,
+                           "--model", glm.model, "--tools", "none"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 2 and "--token is too short" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_bound_to_all_addresses_the_token_is_required_everywhere(glm, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
