@@ -54,8 +54,8 @@ class LiveServer:
 
 
 def read_events(client: httpx.Client, session: str, until: Callable[[dict], bool] = lambda e: False,
-                after: int = -1, **params: Any) -> list[dict[str, Any]]:
-    """The session's SSE events from ``after`` on, up to the first ``run_finished`` or one ``until`` accepts."""
+                after: int = -1, runs: int = 1, **params: Any) -> list[dict[str, Any]]:
+    """The session's SSE events from ``after`` on, up to the ``runs``-th ``run_finished`` or one ``until`` accepts."""
     found: list[dict[str, Any]] = []
     with client.stream("GET", f"/api/sessions/{session}/events", params={"after": after, **params}) as response:
         assert response.status_code == 200, response.read()
@@ -64,7 +64,8 @@ def read_events(client: httpx.Client, session: str, until: Callable[[dict], bool
             if line.startswith("data: "):
                 event = json.loads(line[len("data: "):])
                 found.append(event)
-                if event["type"] == "run_finished" or until(event):
+                runs -= event["type"] == "run_finished"
+                if not runs or until(event):
                     return found
     return found
 

@@ -158,6 +158,11 @@ def test_cancelling_a_long_cell_ends_the_turn_and_the_session_goes_on(client, gl
     assert client.post(f"/api/sessions/{sid}/messages", json={"text": "and now?"}).status_code == 202
     after = read_events(client, sid, after=before - 1)
     assert after[-1]["result"]["answer"] == "Again."
+    # read from the start, the first turn comes without its per-piece events; the last one whole
+    replay = read_events(client, sid, runs=2)
+    first = replay[:next(i for i, e in enumerate(replay) if e["type"] == "run_finished") + 1]
+    assert "token" not in types(first) and "tool_stream" not in types(first) and "model_turn" in types(first)
+    assert "token" in types(replay[len(first):])
 
 
 def test_one_session_cannot_reach_another_s_artifacts_or_events(client, glm):

@@ -38,6 +38,7 @@ class Limits:
     approval_timeout_s: float = 600.0
 
 
+TRANSIENT = ("token", "tool_stream", "tool_progress")  # pieces of what a later event holds whole
 _current: contextvars.ContextVar["ServerSession | None"] = contextvars.ContextVar("serve_session", default=None)
 
 
@@ -62,6 +63,7 @@ class ServerSession:
     artifacts: dict[str, Artifact] = field(default_factory=dict)
     closed: bool = False
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _compacted: int = 0
 
     @property
     def busy(self) -> bool:
@@ -77,6 +79,8 @@ class ServerSession:
     def add(self, type_: str, payload: dict[str, Any] | str) -> None:
         """Append to the log (a payload, or its JSON) and wake the streams that wait (on the loop's thread)."""
         data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, default=str)
+        if type_ == "run_started":
+            self._compact()
         self.log.append(Record(len(self.log), type_, data))
         self._changed.set()
         self._changed = asyncio.Event()
@@ -86,6 +90,17 @@ class ServerSession:
         if isinstance(event, ToolResult):
             for artifact in event.observation.artifacts:
                 self.add("artifact", {"type": "artifact", **self.register(artifact)})
+
+    def _compact(self) -> None:
+        """Earlier turns keep no per-piece events: their ``model_turn`` and ``tool_result`` hold the same text.
+
+        So a long conversation's log grows by its steps, not its tokens; a reader that starts late still gets
+        the current turn whole. Numbers stay as they were (a reader resumes after the one it saw last).
+        """
+        for record in self.log[self._compacted:]:
+            if record.type in TRANSIENT:
+                record.data = ""
+        self._compacted = len(self.log)
 
     def register(self, artifact: Artifact) -> dict[str, Any]:
         """Give an artifact an id of this session (the only way to download it) and describe it."""
@@ -103,7 +118,9 @@ class ServerSession:
         position = after + 1
         while not self.closed:
             while position < len(self.log):
-                yield self.log[position]
+                record = self.log[position]
+                if record.data:  # an earlier turn's tokens are gone (see _compact)
+                    yield record
                 position += 1
             changed = self._changed
             if position < len(self.log):
