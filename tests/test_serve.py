@@ -18,6 +18,10 @@ import time
 import httpx
 import pytest
 
+pytest.importorskip("sse_starlette")  # the [serve] extra
+
+from pathlib import Path  # noqa: E402
+
 from agent import Agent, tool
 from agent.messages import Message
 from agent.models import CompletionsModel, OpenAIChatModel
@@ -25,8 +29,6 @@ from agent.policy import Policy
 from agent.serve import Limits
 from fake_glm_server import FakeGLMServer
 from serve_fixtures import LiveServer, new_session, read_events, serve_app
-
-pytest.importorskip("sse_starlette")
 
 PLOT = ("python\n```python\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [2, 4, 3])\nplt.title('t')\n"
         "plt.show()\nprint(17**13 % 1000)\n```")
@@ -312,3 +314,12 @@ def test_bound_to_all_addresses_the_token_is_required_everywhere(glm, tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_the_readme_lists_every_endpoint(live):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("\n### API\n", 1)[1].split("\n### ", 1)[0]
+    listed = set(re.findall(r"^\| `([A-Z]+ /[^`]*)`", table, flags=re.M))
+    served = {f"{method} {route.path.replace('{sid}', '{id}')}" for route in live.app.routes
+              for method in getattr(route, "methods", None) or () if method != "HEAD" and route.path != "/"}
+    assert served == listed

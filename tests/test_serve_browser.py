@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import Agent, tool
+pytest.importorskip("sse_starlette")  # the [serve] extra
+
+from agent import Agent, tool  # noqa: E402
 from agent.messages import Citation
 from agent.models import CompletionsModel
 from agent.policy import Policy
