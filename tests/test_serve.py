@@ -187,6 +187,16 @@ def test_one_session_cannot_reach_another_s_artifacts_or_events(client, glm):
     assert client.get(artifact["url"]).status_code == 404  # deleted with its session
 
 
+def test_each_session_has_a_kernel_of_its_own(client, glm):
+    glm.script(["python\nsecret = 'of A'\nprint(secret)", "\nSet.", "python\nprint(secret)", "\nNot here."])
+    a, b = new_session(client), new_session(client)
+    client.post(f"/api/sessions/{a}/messages", json={"text": "set it"})
+    assert read_events(client, a)[-1]["result"]["steps"][0]["observations"][0]["content"].startswith("of A")
+    client.post(f"/api/sessions/{b}/messages", json={"text": "read it"})
+    observation = read_events(client, b)[-1]["result"]["steps"][0]["observations"][0]
+    assert observation["is_error"] and "NameError" in observation["content"]
+
+
 def test_every_limit_is_a_clear_4xx(client, glm, live):
     sid = new_session(client)
     too_many = [("files", (f"f{i}.txt", b"x", "text/plain")) for i in range(3)]

@@ -115,7 +115,7 @@ class ServerSession:
 
     async def records(self, after: int = -1) -> AsyncIterator[Record]:
         """The log from ``after + 1`` on, then each new entry as it comes, until the session closes."""
-        position = after + 1
+        position = max(0, after + 1)
         while not self.closed:
             while position < len(self.log):
                 record = self.log[position]
