@@ -211,3 +211,15 @@ def test_approval_buttons_and_the_stop_button(page, glm):
     stop.click()
     wait(page).until(lambda d: d.find_elements(By.XPATH, "//div[@class='status' and text()='stopped']"))
     assert page.find_element(By.ID, "send").is_displayed()
+
+
+def test_new_chat_starts_a_fresh_session_and_ends_the_old_one(page, live, glm):
+    glm.script(["\nHello."])
+    ask(page, "hi")
+    finished(page)
+    old = page.execute_script("return state.session")
+    page.find_element(By.ID, "new-chat").click()
+    wait(page).until(lambda d: d.execute_script("return state.session !== null && state.session !== arguments[0]",
+                                                old))
+    assert not page.find_elements(By.CSS_SELECTOR, "#chat .msg")
+    wait(page, 10).until(lambda d: old not in live.app.state.manager.sessions)
