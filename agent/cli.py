@@ -1,4 +1,5 @@
-"""The ``agent`` command: ``agent run TASK``, ``agent chat``, ``agent tools``, ``agent doctor``, ``agent mcp serve``.
+"""The ``agent`` command: ``agent run TASK``, ``agent chat``, ``agent serve``, ``agent tools``, ``agent doctor``,
+``agent mcp serve``, ``agent eval``, ``agent batch``.
 
 Exit codes: 0 answered, 1 error, 2 bad usage (a bad flag, an empty task, a file that cannot be handed
 in, a policy or tools module that does not load), 3 budget exhausted with no answer, 130 interrupted.
@@ -263,6 +264,70 @@ def _upload(session: ChatSession, paths: list[Path], console: Console) -> None:
             console.print(Text(f"uploaded: {visible(where)}", style="dim"))
     except FileInputError as exc:
         err.print(error_line(str(exc)))
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; any but loopback needs a token."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port to listen on."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="AGENT_SERVE_TOKEN", help="Require this token on "
+                                        "every request (default: none on loopback; generated and printed "
+                                        "otherwise)."),
+    max_sessions: int = typer.Option(16, "--max-sessions", min=1, metavar="N", help="Sessions held at once."),
+    idle_timeout: float = typer.Option(1800.0, "--idle-timeout", min=1.0, metavar="S", help="Close a session "
+                                       "idle this long."),
+    cors_origin: Optional[List[str]] = typer.Option(None, "--cors-origin", metavar="ORIGIN", help="Allow "
+                                                    "cross-origin requests from this origin (repeatable; "
+                                                    "default none)."),
+    model: Optional[str] = ModelOpt, base_url: Optional[str] = BaseUrlOpt, api_key: Optional[str] = ApiKeyOpt,
+    backend: Optional[Backend] = BackendOpt, tools: Optional[str] = ToolsOpt,
+    tools_module: Optional[List[str]] = ModuleOpt, policy: str = PolicyOpt, max_steps: Optional[int] = MaxStepsOpt,
+    transcript: Optional[Path] = TranscriptOpt, system_prompt: Optional[str] = SystemOpt, yes: bool = YesOpt,
+    timeout: Optional[float] = TimeoutOpt, max_retries: Optional[int] = RetriesOpt, no_stream: bool = NoStreamOpt,
+    chat_format: Optional[str] = FormatOpt, thinking: Optional[str] = ThinkingOpt, debug: bool = DebugOpt,
+) -> None:
+    """Serve the agent over HTTP: a web chat at /, an API under /api, and /v1/chat/completions.
+
+    Tools the policy marks require_approval ask in the page (or by POST to the approval URL), unless --yes.
+    """
+    with _errors(debug):
+        try:
+            import uvicorn
+
+            from .serve import Limits, ServeSettings, create_app
+        except ImportError as exc:
+            raise UsageError(f"agent serve needs the server extra ({exc.name} is missing): "
+                             "pip install 'glm-agent[serve]'.") from None
+        if token is not None:
+            if len(token) < 16:
+                raise UsageError("--token is too short to keep anyone out: use 16 characters or more "
+                                 "(or leave it out for a generated one).")
+            hide_from_process_list(token)
+        elif host not in ("127.0.0.1", "localhost", "::1"):
+            import secrets
+
+            token = secrets.token_urlsafe(24)
+            err.print(f"token (needed on every request, bound to {host}): {token}")
+        if api_key:
+            hide_from_process_list(api_key)
+        loaded = load_policy(policy)
+        if max_steps is not None:
+            loaded = loaded.with_section("agent", max_steps=max_steps)
+        if thinking is not None:
+            loaded = loaded.with_section("model", thinking=_on_off(thinking))
+        items: list = list(_builtin_names(tools, loaded))
+        for module in tools_module or []:
+            items += load_tools_module(module)
+        agent = Agent(tools=items, policy=loaded, system_prompt=system_prompt,
+                      approve=(lambda call: True) if yes else None, transcript=transcript)
+        agent.model = build_model(model, base_url, api_key, backend, chat_format=chat_format,
+                                  **_served_options(timeout, max_retries, no_stream))
+        settings = ServeSettings(token=token, cors_origins=tuple(cors_origin or ()),
+                                 limits=Limits(max_sessions=max_sessions, idle_timeout_s=idle_timeout))
+        shown = f"http://{'[' + host + ']' if ':' in host else host}:{port}/" + (f"?token={token}" if token else "")
+        err.print(f"agent serve: {visible(agent.model.name)} · tools: {', '.join(agent.tools.names) or 'none'} · "
+                  f"policy {loaded.name} · {shown}")
+        uvicorn.run(create_app(agent, settings), host=host, port=port, log_level="warning")
 
 
 @app.command("policy")

@@ -238,12 +238,25 @@ class ChatSession:
         """Sync twin of :meth:`aupload`: ``session.upload("data.csv")`` → ``["/mnt/data/data.csv"]``."""
         return self.agent._sync(self.aupload(*paths))
 
-    async def arun(self, task: str, files: Iterable[PathLike] = ()) -> RunResult:
-        """Run one user turn. Turns of one session run one at a time: a second waits for the first."""
+    async def arun(self, task: str, files: Iterable[PathLike] = (),
+                   on_event: Callable[[Event], None] | None = None) -> RunResult:
+        """Run one user turn. Turns of one session run one at a time: a second waits for the first.
+
+        ``on_event`` gets each event as it happens, on the thread it happens on (tokens of a local
+        model come from a worker thread). Unlike ``astream``, cancelling this run still hands it the
+        last ``RunFinished`` (status ``interrupted``) before the cancellation goes on: ``agent serve``
+        relies on that.
+        """
         async with self._turn:
             await self.aupload(*files)
-            # Nobody reads the events of a plain run except a transcript: without one, none are built.
-            return await self._run(task, self._record if self.agent.transcript else None)
+            if on_event is None:  # nobody reads the events of a plain run but a transcript: else none are built
+                return await self._run(task, self._record if self.agent.transcript else None)
+
+            def emit(event: Event) -> None:
+                self._record(event)
+                on_event(event)
+
+            return await self._run(task, emit)
 
     async def astream(self, task: str, files: Iterable[PathLike] = ()) -> AsyncIterator[Event]:
         """Run one user turn, yielding its events; the last one is ``RunFinished``. One turn at a time."""
