@@ -124,7 +124,8 @@ def test_a_task_shows_its_steps_the_plot_and_the_answer(page, glm):
     glm.script(["python\n```python\nimport matplotlib.pyplot as plt\nxs = range(10)\n"
                 "plt.plot(xs, [x * x for x in xs], marker='o')\nplt.title('squares')\nplt.show()\n"
                 "print(sum(x * x for x in xs))\n```",
-                "\nThe squares of 0–9 add up to **285**, i.e. $\\sum_{x=0}^{9} x^2 = 285$. The plot shows them."])
+                "\nThe squares of 0–9 add up to **285**, i.e. $\\sum_{x=0}^{9} x^2 = 285$. The plot shows them.\n\n"
+                "| x | x² |\n| --- | --- |\n| 3 | 9 |\n| 9 | **81** |"])
     ask(page, "Plot the squares of 0..9 and add them up")
     finished(page)
     step = page.find_element(By.CSS_SELECTOR, "details.step")
@@ -139,6 +140,8 @@ def test_a_task_shows_its_steps_the_plot_and_the_answer(page, glm):
     answer = page.find_element(By.CSS_SELECTOR, ".answer")
     assert answer.find_element(By.TAG_NAME, "strong").text == "285"
     assert "∑" in answer.find_element(By.CSS_SELECTOR, ".math").text
+    assert [cell.text for cell in answer.find_elements(By.CSS_SELECTOR, "table th, table td")] == [
+        "x", "x²", "3", "9", "9", "81"]  # a Markdown table, its cells' inline Markdown rendered
     shot(page, "serve-chat.png")
     page.set_window_size(390, 844)  # a phone: the side panel folds away, the chat fills the screen
     assert page.execute_script("return window.innerWidth") < 720

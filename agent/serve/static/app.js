@@ -115,6 +115,14 @@ function markdown(source, cite = (t) => t) {
         list.append(el("li", {}, inline(lines[i].replace(/^\s*([-*+]|\d+[.)])\s+/, ""), cite)));
       }
       root.append(list);
+    } else if (/^\s*\|.*\|\s*$/.test(line) && /^\s*\|?\s*:?-{3,}/.test(lines[i + 1] || "")) {
+      const cells = (row) => row.trim().replace(/^\||\|$/g, "").split("|").map((cell) => cell.trim());
+      const head = el("tr", {}, cells(line).map((cell) => el("th", {}, inline(cell, cite))));
+      const body = el("tbody");
+      for (i += 2; i < lines.length && /^\s*\|/.test(lines[i]); i++) {
+        body.append(el("tr", {}, cells(lines[i]).map((cell) => el("td", {}, inline(cell, cite)))));
+      }
+      root.append(el("div", { class: "table" }, el("table", {}, el("thead", {}, head), body)));
     } else if (/^>\s?/.test(line)) {
       const quote = [];
       for (; i < lines.length && /^>\s?/.test(lines[i]); i++) quote.push(lines[i].replace(/^>\s?/, ""));
@@ -123,7 +131,7 @@ function markdown(source, cite = (t) => t) {
       i++;
     } else {
       const para = [];
-      for (; i < lines.length && lines[i].trim() && !/^(```|#{1,6}\s|>|\s*([-*+]|\d+[.)])\s|\$\$)/.test(lines[i]); i++) para.push(lines[i]);
+      for (; i < lines.length && lines[i].trim() && !/^(```|#{1,6}\s|>|\s*([-*+]|\d+[.)])\s|\$\$|\s*\|)/.test(lines[i]); i++) para.push(lines[i]);
       if (!para.length) para.push(lines[i++]);
       root.append(el("p", {}, inline(para.join("\n"), cite)));
     }
