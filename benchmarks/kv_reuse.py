@@ -3,9 +3,12 @@
 A 10-step agent trajectory on a random GLM built here (no downloads): at each step the model writes
 its turn (greedy, ``--new-tokens`` tokens or until a stop token), the turn goes into the conversation
 the way the agent loop puts it there, and a tool observation of ``--observation-words`` words follows.
-Both sides run the same trajectory in the same process, one after the other, after a warm-up; the
-outputs are checked to be identical. Printed: prefilled tokens and wall time of each side, generated
-tokens per second, and the last line ``kv_reuse: prefill_ratio=X wall_ratio=Y`` (full ÷ reuse).
+Both sides run the same trajectory in the same process after a warm-up, interleaved (full, reuse,
+full, reuse…) over ``--samples`` samples so that load on the machine falls on both alike; the outputs
+are checked to be identical. Printed: prefilled tokens and median wall time of each side, generated
+tokens per second, and the last line ``kv_reuse: ... prefill_ratio=X wall_ratio=min/median/max``
+(full ÷ reuse). The prefill ratio is a count of tokens, fixed by the trajectory (the same in every
+sample and on every machine); the wall ratio is what it buys in time here, one per sample.
 
 The limit of the prefill ratio is "each token prefilled once": the full-prefill side prefills the sum
 of all prompt lengths, the reuse side about the length of the last prompt. In float32 the two sides'
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import tempfile
 import time
@@ -78,6 +82,7 @@ async def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--new-tokens", type=int, default=24, help="max new tokens per step")
     parser.add_argument("--observation-words", type=int, default=60)
+    parser.add_argument("--samples", type=int, default=5, help="interleaved runs of each side")
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
     parser.add_argument("--device", default=None, help="cpu, cuda… (default: cuda when there is one)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 (default: bf16 on CUDA, fp32 on CPU)")
@@ -100,20 +105,28 @@ async def main() -> None:
               f"<= {args.new_tokens} new tokens and {args.observation_words}-word observations per step")
 
         await trajectory(model, 2, settings, args.observation_words)  # warm-up: kernels, allocator, threads
-        model.reuse_cache = False  # the baseline: what backends without reuse do, a full prefill each step
-        full_out, full_usage, full_s, _ = await trajectory(model, args.steps, settings, args.observation_words)
-        model.reuse_cache = True
-        ours_out, ours_usage, ours_s, last_prompt = await trajectory(model, args.steps, settings,
-                                                                     args.observation_words)
+        full_times, ours_times = [], []
+        for _ in range(args.samples):
+            model.reuse_cache = False  # the baseline: what backends without reuse do, a full prefill each step
+            full_out, full_usage, full_s, _ = await trajectory(model, args.steps, settings, args.observation_words)
+            model.reuse_cache = True
+            ours_out, ours_usage, ours_s, last_prompt = await trajectory(model, args.steps, settings,
+                                                                         args.observation_words)
+            full_times.append(full_s)
+            ours_times.append(ours_s)
+        full_s, ours_s = statistics.median(full_times), statistics.median(ours_times)
+        ratios = sorted(full / ours for full, ours in zip(full_times, ours_times))
 
-    print(f"{'':14}{'prefilled':>11}{'reused':>9}{'generated':>11}{'wall s':>9}{'gen tok/s':>11}")
+    print(f"{'':14}{'prefilled':>11}{'reused':>9}{'generated':>11}{'median s':>9}{'gen tok/s':>11}")
     for label, usage, seconds in (("full prefill", full_usage, full_s), ("kv reuse", ours_usage, ours_s)):
         print(f"{label:14}{usage.prefilled_tokens:>11}{usage.reused_tokens:>9}{usage.completion_tokens:>11}"
               f"{seconds:>9.3f}{usage.completion_tokens / seconds:>11.1f}")
     print(f"last prompt: {last_prompt} tokens (the least any side can prefill); "
           f"outputs identical: {full_out == ours_out}")
-    print(f"kv_reuse: prefill_ratio={full_usage.prefilled_tokens / ours_usage.prefilled_tokens:.2f} "
-          f"wall_ratio={full_s / ours_s:.2f}")
+    print(f"kv_reuse: format={args.format} size={args.size} steps={args.steps} samples={args.samples} "
+          f"prefill_ratio={full_usage.prefilled_tokens / ours_usage.prefilled_tokens:.2f} (tokens, fixed by the "
+          f"trajectory) wall_ratio={ratios[0]:.2f}/{statistics.median(ratios):.2f}/{ratios[-1]:.2f} (min/median/max "
+          f"of {args.samples} interleaved samples)")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ a child process with that venv's python; the child prints its figures as JSON.
 
     python benchmarks/loop_overhead.py [--reps 50] [--warmup 10] [--calls 19] [--no-smolagents]
 
-The last line is ``loop_overhead: ours_ms_per_step=X smolagents_ms_per_step=Y ratio=Z``
-(ratio = smolagents / ours; ``n/a`` when smolagents could not be run).
+The last line is ``loop_overhead: tool=plain-def steps=N ours_ms_per_step=X smolagents_ms_per_step=Y ratio=Z
+async_tool_ms_per_step=W``: both sides with the same kind of tool, a plain ``def`` (smolagents' ``@tool``
+takes one; ours runs it in a worker thread so it cannot block the event loop); ratio = smolagents / ours,
+``n/a`` when smolagents could not be run. Ours with an ``async def`` tool (no thread) is shown apart.
 """
 
 from __future__ import annotations
@@ -237,23 +239,24 @@ def main(argv: list[str] | None = None) -> int:
     if smol is not None:
         print(f"  smolagents {smol['version']} ToolCallingAgent.run(): {smol['ms_per_step']:.3f} ms/step "
               f"(run {smol['median_run_ms']:.2f} ms median, {smol['min_run_ms']:.2f} min, {smol['steps']} steps)")
-        ratio = smol["ms_per_step"] / ours["ms_per_step"]
-        print(f"  ratio smolagents / glm-agent (async tool): {ratio:.1f}x  "
-              f"(sync tool in a thread: {smol['ms_per_step'] / threaded['ms_per_step']:.1f}x, "
+        ratio = smol["ms_per_step"] / threaded["ms_per_step"]  # like with like: a plain def tool on both sides
+        print(f"  ratio smolagents / glm-agent, plain def tool on both sides: {ratio:.1f}x  "
+              f"(ours with an async tool: {smol['ms_per_step'] / ours['ms_per_step']:.1f}x, "
               f"sync twin agent.run(): {smol['ms_per_step'] / sync['ms_per_step']:.1f}x)")
     else:
         ratio = None
         print(f"  smolagents: NOT MEASURED: {why}")
 
-    verdict = [f"per step {'<=' if ours['ms_per_step'] <= TARGET_MS else '>'} {TARGET_MS} ms"]
+    verdict = [f"per step {'<=' if threaded['ms_per_step'] <= TARGET_MS else '>'} {TARGET_MS} ms"]
     if ratio is not None:
         verdict.append(f"ratio {'>=' if ratio >= TARGET_RATIO else '<'} {TARGET_RATIO:g}x")
-    met = ours["ms_per_step"] <= TARGET_MS and (ratio is None or ratio >= TARGET_RATIO)
+    met = threaded["ms_per_step"] <= TARGET_MS and (ratio is None or ratio >= TARGET_RATIO)
     print(f"  target {'met' if met else 'NOT met'}: {', '.join(verdict)}")
     smol_text = f"{smol['ms_per_step']:.3f}" if smol is not None else "n/a"
     ratio_text = f"{ratio:.1f}" if ratio is not None else "n/a"
-    print(f"loop_overhead: ours_ms_per_step={ours['ms_per_step']:.3f} smolagents_ms_per_step={smol_text} "
-          f"ratio={ratio_text}")
+    print(f"loop_overhead: tool=plain-def steps={args.calls + 1} reps={args.reps} "
+          f"ours_ms_per_step={threaded['ms_per_step']:.3f} smolagents_ms_per_step={smol_text} ratio={ratio_text} "
+          f"async_tool_ms_per_step={ours['ms_per_step']:.3f}")
     return 0
 
 

@@ -8,8 +8,11 @@ greedy; the only difference is ``ModelSettings.constrained_calls``.
 
     python benchmarks/malformed_calls.py [--train 24] [--test 40] [--steps 40] [--seed 0]
 
-The last line is ``malformed_calls: unconstrained=X% constrained=Y%`` (share of calls the registry
-would refuse).
+The last line is ``malformed_calls: ... unconstrained: X% malformed, V% schema-valid, E/C argument-correct;
+constrained: ...``: the share of calls the registry would refuse, the share it would take (schema-valid:
+JSON that fits ``add``'s schema, whatever the numbers), and how many calls carry the question's own
+numbers (argument-correct), out of all calls. Constrained decoding makes calls schema-valid; it cannot
+make them argument-correct, which is the model's part.
 """
 
 from __future__ import annotations
@@ -89,7 +92,10 @@ async def main() -> None:
         shares[label] = 100 * figures["malformed"] / max(1, figures["calls"])
         print(f"{label:14}{figures['calls']:>7}{figures['malformed']:>11}{shares[label]:>7.1f}%"
               f"{figures['exact']:>12}")
-    print(f"malformed_calls: unconstrained={shares['unconstrained']:.1f}% constrained={shares['constrained']:.1f}%")
+    print(f"malformed_calls: train={args.train} test={args.test} steps={args.steps} seed={args.seed} " + "; ".join(
+        f"{label}: {shares[label]:.1f}% malformed, {100 - shares[label]:.1f}% schema-valid, "
+        f"{figures['exact']}/{figures['calls']} argument-correct"
+        for label, figures in (("unconstrained", free), ("constrained", constrained))))
 
 
 if __name__ == "__main__":

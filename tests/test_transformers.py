@@ -23,9 +23,11 @@ from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedToken
 from agent.errors import ModelError, ModelNotFoundError
 from agent.messages import Message, ToolCall
 from agent.models.base import Usage
+from agent.models._tokenizing import PromptTokenizer
 from agent.models.transformers import IncrementalDecoder, TransformersModel
 from agent.policy import ModelSettings
 from agent.protocol import glm4
+from agent.protocol.formats import chat_format
 
 GREEDY = ModelSettings(max_new_tokens=12)
 TRAINED = ModelSettings(max_new_tokens=40)  # room for a whole call or answer of the trained model
@@ -108,6 +110,61 @@ def test_incremental_decoder_never_splits_a_character():
     pieces = [decoder.push(token) for token in tokenizer(text, add_special_tokens=False)["input_ids"]]
     assert "".join(pieces) == text
     assert not any("\ufffd" in piece for piece in pieces)
+
+
+class CountingTokenizer:
+    """A tokenizer that records the length of each text it is given (the rest is the real one's)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.lengths = tokenizer, []
+
+    def __call__(self, text, **options):
+        self.lengths.append(len(text))
+        return self.tokenizer(text, **options)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def growing_prompts(chat_format, steps: int) -> list[str]:
+    """The prompts of an agent run: calls, observations (English, Chinese, code) and a final answer."""
+    messages = [Message(role="user", content="你好! What is 2 plus 3, then fibonacci(10)? Use the tools.")]
+    tools = [add.spec]
+    prompts = [chat_format.render(messages, tools)]
+    for step in range(steps - 1):
+        call = ToolCall(id=f"c{step}", name="add", body=json.dumps({"a": step, "b": 3}))
+        observation = f"{step + 3} 结果 def f(n):\n    return n  # {'x' * step}" if step % 2 else str(step + 3)
+        messages += [Message(role="assistant", content=f"Adding {step} and 3.", tool_calls=[call]),
+                     Message(role="observation", content=observation, tool_call_id=f"c{step}", name="add")]
+        prompts.append(chat_format.render(messages, tools))
+    messages.append(Message(role="assistant", content="The answer is 5."))
+    messages.append(Message(role="user", content="And 40 plus 2?"))
+    prompts.append(chat_format.render(messages, tools))
+    return prompts
+
+
+@pytest.mark.parametrize("format_name", ["glm4", "glm45"])
+def test_prompt_ids_equal_a_whole_tokenization_at_every_step(format_name):
+    whole = build_tokenizer(glm45=format_name == "glm45")
+    counting = CountingTokenizer(whole)
+    tokenizer = PromptTokenizer(counting)
+    prompts = growing_prompts(chat_format(format_name), steps=8)
+    for prompt in prompts:
+        assert tokenizer(prompt) == whole(prompt, add_special_tokens=False)["input_ids"]
+    # after the first prompt (and a one-off check of the seams), each step tokenized only from the end of the
+    # previous prompt's last turn header on, not the conversation
+    for prompt, previous, length in zip(prompts[1:], prompts, counting.lengths[-len(prompts) + 1:]):
+        assert length <= len(prompt) - len(previous) + 40 < len(prompt)
+
+
+def test_prompt_ids_fall_back_to_a_whole_tokenization_when_the_prefix_changes():
+    whole = build_tokenizer()
+    tokenizer = PromptTokenizer(whole)
+    prompts = growing_prompts(chat_format("glm4"), steps=4)
+    edited = prompts[-1].replace("2 plus 3", "7 plus 8")
+    no_seam = prompts[-1] + "abc"  # text appended without a special token: BPE may merge across the old end
+    for prompt in [*prompts, edited, prompts[-1], no_seam, no_seam + "def 你好", prompts[0]]:
+        assert tokenizer(prompt) == whole(prompt, add_special_tokens=False)["input_ids"]
 
 
 # --- errors ---------------------------------------------------------------------------------------

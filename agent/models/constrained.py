@@ -230,11 +230,16 @@ class ToolCallConstraint(LogitsProcessor):
     def _follow(self, row: int, ids: torch.Tensor) -> LLMatcher | None:
         """Read the row's new tokens; the call's matcher when the row is inside the body of a constrained call."""
         turn = self._turns.get(row)
-        if turn is None or turn.read > len(ids) or turn.read and int(ids[turn.read - 1]) != turn.last:
-            starts = (ids == self.assistant_id).nonzero()  # another sequence: its last turn is all that counts
+        # Per token, only the tokens since the last call (and the last one read, to see that the row is the
+        # same sequence) leave the tensor: one copy to the host of a few ids, however long the prompt is.
+        new = ids[turn.read - 1:].tolist() if turn is not None and 0 < turn.read <= len(ids) else None
+        if turn is None or new is None or new[0] != turn.last:
+            # the first call, or another sequence: the whole row is searched, once, for its last turn's start
+            starts = (ids == self.assistant_id).nonzero()
             read = int(starts[-1]) + 1 if len(starts) else 0
             turn = self._turns[row] = _Turn(read=read, last=int(ids[read - 1]) if read else -1)
-        for token in ids[turn.read:].tolist():
+            new = ids[read - 1:].tolist() if read else [turn.last, *ids.tolist()]
+        for token in new[1:]:
             self._read(turn, token)
             turn.last = token
         turn.read = len(ids)

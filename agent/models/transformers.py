@@ -31,6 +31,7 @@ from ..messages import ToolSpec
 from ..policy import ModelSettings
 from ..protocol import formats
 from ..protocol.format import ChatFormat
+from ._tokenizing import PromptTokenizer
 from .base import Completion, RawPromptModel, StopReason, TokenCallback, Usage
 from .hub import hub_unavailable
 
@@ -74,6 +75,7 @@ class TransformersModel(RawPromptModel):
         self.chat_format = chat_format or formats.chat_format(_checkpoint_format(self._source), thinking=thinking)
         self.model: Any = None
         self.tokenizer: Any = None
+        self._prompt_tokenizer: Any = None  # a PromptTokenizer: tokenizes only what each step added
         self._stop_ids: dict[int, StopReason] = {}
         self._cache: Any = None
         self._cache_name: str | None = None  # "cache" (transformers 5.24+) or "past_key_values"
@@ -120,6 +122,7 @@ class TransformersModel(RawPromptModel):
             log.warning("Running a %.0fB-parameter model on CPU: expect seconds per token; use a GPU or "
                         "--base-url for real work.", model.num_parameters() / 1e9)
         self.tokenizer, self.model = tokenizer, model
+        self._prompt_tokenizer = PromptTokenizer(tokenizer)
         self._stop_ids = _stop_ids(tokenizer, self.model_id, self.chat_format)
         mismatch = formats.template_mismatch(self.chat_format, tokenizer)
         if mismatch:  # the KV reuse and the model's accuracy both rest on the prompt it was trained on
@@ -149,7 +152,7 @@ class TransformersModel(RawPromptModel):
         import torch
 
         self.load()
-        prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        prompt_ids = self._prompt_tokenizer(prompt)  # equal to tokenizing the whole prompt, at the cost of the new text
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if not prompt_ids:
             raise ModelError("The prompt is empty: pass a rendered prompt (the model's chat_format.render).")
@@ -249,7 +252,7 @@ class TransformersModel(RawPromptModel):
         with self._lock:
             on_gpu = self.model is not None and self.model.device.type == "cuda"
             self.reset_cache()
-            self.model = self.tokenizer = None
+            self.model = self.tokenizer = self._prompt_tokenizer = None
         if on_gpu:
             import torch
 
