@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from test_cli import MYTOOLS  # a tools module with add(a, b)
 
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "test.jsonl"
 needs_gsm8k = pytest.mark.skipif(not GSM8K.exists(), reason="../shared/data/gsm8k is absent")
@@ -110,19 +111,6 @@ def test_gsm8k_accuracy_is_exact_and_a_rerun_resumes(fake_server, fast_policy, t
 
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "glm-4-9b-chat.chat_template.jinja"
-MYTOOLS = '''
-from agent import tool
-
-@tool
-def add(a: int, b: int) -> int:
-    """Add two integers.
-
-    Args:
-        a: the first
-        b: the second
-    """
-    return a + b
-'''
 
 
 def adder(request):

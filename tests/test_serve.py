@@ -22,27 +22,19 @@ pytest.importorskip("sse_starlette")  # the [serve] extra
 
 from pathlib import Path  # noqa: E402
 
-from agent import Agent, tool
+from agent import Agent
 from agent.messages import Message
 from agent.models import CompletionsModel, OpenAIChatModel
 from agent.policy import Policy
 from agent.serve import Limits
 from fake_glm_server import FakeGLMServer
+from tiny_glm import add  # a plain @tool: add(a, b)
 from serve_fixtures import LiveServer, new_session, read_events, serve_app
 
 PLOT = ("python\n```python\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [2, 4, 3])\nplt.title('t')\n"
         "plt.show()\nprint(17**13 % 1000)\n```")
 
 
-@tool
-def add(a: int, b: int) -> int:
-    """Add two integers.
-
-    Args:
-        a: the first
-        b: the second
-    """
-    return a + b
 
 
 def policy(**files) -> Policy:

@@ -21,6 +21,7 @@ from agent.policy import Policy
 from agent.serve import Limits
 from agent.tool import ToolOutput
 from fake_glm_server import FakeGLMServer
+from tiny_glm import add  # a plain @tool: add(a, b)
 from serve_fixtures import serve_app
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -47,15 +48,6 @@ def lookup(query: str) -> ToolOutput:
                       citations=[Citation(id="0", url=URL, title=f"Release notes {EVIL}")])
 
 
-@tool
-def add(a: int, b: int) -> int:
-    """Add two integers.
-
-    Args:
-        a: the first
-        b: the second
-    """
-    return a + b
 
 
 @pytest.fixture(scope="module")
