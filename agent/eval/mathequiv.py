@@ -166,8 +166,8 @@ def _rewrite_commands(s: str) -> str:
         if i < 0 and j < 0:
             return s
         if i >= 0 and (j < 0 or i < j):
-            num, after = _group(s, i + len("\\frac"))
-            den, end = _group(s, after) if after is not None else (None, None)
+            num, after = brace_group(s, i + len("\\frac"))
+            den, end = brace_group(s, after) if after is not None else (None, None)
             if num is None or den is None or end is None:
                 return s
             s = f"{s[:i]}(({num})/({den})){s[end:]}"
@@ -179,13 +179,13 @@ def _rewrite_commands(s: str) -> str:
                 if close < 0:
                     return s
                 index, k = s[k + 1:close], close + 1
-            body, end = _group(s, k)
+            body, end = brace_group(s, k)
             if body is None or end is None:
                 return s
             s = f"{s[:j]}(({body})**(1/({index})))" + s[end:] if index else f"{s[:j]}sqrt({body}){s[end:]}"
 
 
-def _group(s: str, start: int) -> tuple[str | None, int | None]:
+def brace_group(s: str, start: int) -> tuple[str | None, int | None]:
     """The text inside the ``{...}`` that starts at ``start``, and the index after it."""
     if s[start:start + 1] != "{":
         return None, None

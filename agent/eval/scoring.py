@@ -27,7 +27,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
 
-from .mathequiv import math_equal
+from .mathequiv import brace_group, math_equal
 
 REL_TOL = 1e-6
 SCORER_NAMES = ("exact", "numeric", "math", "regex", "python:FILE_OR_MODULE:FUNCTION")
@@ -189,15 +189,8 @@ def last_boxed(text: str) -> str | None:
     if brace < 0:
         rest = text[start + len("\\boxed"):].strip()  # \boxed 5
         return rest.split()[0].rstrip(".$") if rest else None
-    depth = 0
-    for i in range(brace, len(text)):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[brace + 1:i].strip()
-    return None
+    body, _ = brace_group(text, brace)
+    return body.strip() if body is not None else None
 
 
 def last_number_text(text: str) -> str | None:
