@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import importlib.util
 import json
 import os
 import re
@@ -33,6 +31,7 @@ from .display import EventDisplay, error_line, visible
 from .errors import AgentError, FileInputError, PolicyError, ToolDefinitionError
 from .events import RunFinished
 from .files import collect_files
+from .importing import import_module_or_file
 from .loop import Agent, ChatSession
 from .messages import ToolCall
 from .models.base import ChatModel
@@ -623,19 +622,10 @@ def _builtin_names(tools: str | None, policy: Policy) -> list[str]:
 
 def load_tools_module(spec: str) -> list[Tool]:
     """Every tool defined at the top level of a module name or a ``.py`` file."""
-    path = Path(spec)
     try:
-        if path.suffix == ".py" or path.exists():
-            if not path.exists():
-                raise UsageError(f"Tools module {spec!r} does not exist.")
-            module_spec = importlib.util.spec_from_file_location(f"_agent_tools_{path.stem}", path)
-            assert module_spec is not None and module_spec.loader is not None
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-        else:
-            if os.getcwd() not in sys.path:  # `agent` is a console script: the current folder is not on the path
-                sys.path.insert(0, os.getcwd())
-            module = importlib.import_module(spec)
+        module = import_module_or_file(spec, prefix="_agent_tools_")
+    except FileNotFoundError:
+        raise UsageError(f"Tools module {spec!r} does not exist.") from None
     except AgentError:
         raise
     except Exception as exc:

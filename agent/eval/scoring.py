@@ -16,17 +16,15 @@ short note. The scorers, by name (``--scorer``):
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 import json
 import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Any, Callable
 
+from ..importing import import_module_or_file
 from .mathequiv import brace_group, math_equal
 
 REL_TOL = 1e-6
@@ -156,18 +154,9 @@ def _import_function(spec: str) -> Callable[..., Any]:
     if not where or not function:
         raise ScorerError(f"--scorer {spec!r}: write python:FILE_OR_MODULE:FUNCTION, e.g. python:my_scorer.py:score.")
     try:
-        path = Path(where)
-        if path.suffix == ".py":
-            if not path.is_file():
-                raise ScorerError(f"--scorer {spec!r}: {where} does not exist.")
-            module_spec = importlib.util.spec_from_file_location(f"_agent_scorer_{path.stem}", path)
-            assert module_spec is not None and module_spec.loader is not None
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(where)
-    except ScorerError:
-        raise
+        module = import_module_or_file(where, prefix="_agent_scorer_")
+    except FileNotFoundError:
+        raise ScorerError(f"--scorer {spec!r}: {where} does not exist.") from None
     except Exception as exc:
         raise ScorerError(f"--scorer {spec!r}: {where} does not import ({type(exc).__name__}: {exc}).") from None
     fn = getattr(module, function, None)
