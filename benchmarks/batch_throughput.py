@@ -111,7 +111,7 @@ def main() -> None:
     print(f"  concurrency {args.concurrency}: {many:7.2f} s  {rate_many:7.2f} tasks/s  "
           f"(ideal {args.concurrency / args.delay:.2f})")
     print(f"  ratio {ratio:.1f}x (target >= {TARGET_RATIO:g}x){'' if ratio >= TARGET_RATIO else '  BELOW TARGET'}")
-    print(f"batch_throughput: c1={rate_one:.2f}/s c{args.concurrency}={rate_many:.2f}/s ratio={ratio:.1f} "
+    print(f"batch_throughput: tasks={args.tasks} delay_ms={args.delay * 1000:.0f} c1={rate_one:.2f}/s c{args.concurrency}={rate_many:.2f}/s ratio={ratio:.1f} "
           f"peak_rss_mb={peak_mb:.0f}")
 
 

@@ -148,7 +148,8 @@ async def main() -> None:
     for row in rows:
         print(f"{row['size']:>4}kB{row['prompt']:>12}{row['free']:>13.2f}{row['constrained']:>15.2f}"
               f"{row['constrained'] - row['free']:>10.2f}{row['mask']:>13.3f}{row['setup']:>10.1f}")
-    print("constrained_overhead: " + " ".join(
+    print(f"constrained_overhead: format={args.format} reps={args.reps} tokens={args.tokens} "
+          f"prompt_tokens={'/'.join(str(row['prompt']) for row in rows)} " + " ".join(
         f"overhead_ms_{row['size']}k={row['constrained'] - row['free']:.2f} mask_ms_{row['size']}k={row['mask']:.3f}"
         for row in rows) + f" mask_growth={rows[-1]['mask'] / rows[0]['mask']:.2f}")
 

@@ -128,9 +128,10 @@ def main() -> None:
     for name, (exact, plain, n, ms) in totals.items():
         figures[name] = {"exact": exact / n, "content": plain / n, "ms": ms}
     peer = figures.get("markitdown")
-    line = (f"document_reading: ours_content={figures['ours']['content']:.3f} "
+    line = (f"document_reading: files={len(files)} ours_content={figures['ours']['content']:.3f} "
             f"markitdown_content={peer['content']:.3f} " if peer else
-            f"document_reading: ours_content={figures['ours']['content']:.3f} markitdown_content=n/a ")
+            f"document_reading: files={len(files)} ours_content={figures['ours']['content']:.3f} "
+            "markitdown_content=n/a ")
     line += f"ours_exact={figures['ours']['exact']:.3f} "
     line += f"markitdown_exact={peer['exact']:.3f} " if peer else "markitdown_exact=n/a "
     line += f"ours_ms={figures['ours']['ms']:.1f} "

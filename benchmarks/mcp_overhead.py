@@ -118,7 +118,7 @@ def main() -> None:
           f"{mcp_ms - sdk_ms:.3f} ms to MCP)")
     verdict = "within" if overhead < TARGET_MS else "over"
     print(f"overhead {overhead:.3f} ms per call, {verdict} the {TARGET_MS:g} ms target")
-    print(f"mcp_overhead: tool_ms={tool_ms:.3f} mcp_ms={mcp_ms:.3f} sdk_ms={sdk_ms:.3f} overhead_ms={overhead:.3f} "
+    print(f"mcp_overhead: calls={args.calls} transport=stdio tool_ms={tool_ms:.3f} mcp_ms={mcp_ms:.3f} sdk_ms={sdk_ms:.3f} overhead_ms={overhead:.3f} "
           f"ratio={mcp_ms / tool_ms:.1f}")
 
 

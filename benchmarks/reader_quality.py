@@ -203,7 +203,7 @@ def main() -> None:
         print(f"\nCPU per page, ours / {default}: {ratio:.2f} (median of per-page times, same run, interleaved)")
     trafilatura = [f1 for name, f1 in f1s.items() if name.startswith("trafilatura")]
     best = max(trafilatura) if trafilatura else None
-    line = f"reader_quality: f1={f1s['ours']:.3f} "
+    line = f"reader_quality: pages={len(pages)} f1={f1s['ours']:.3f} "
     line += f"trafilatura_f1={best:.3f} ratio={f1s['ours'] / best:.3f} " if best else "trafilatura_f1=n/a ratio=n/a "
     print(line + f"ms_per_page={statistics.median(times['ours']):.1f}")
 
