@@ -2,12 +2,13 @@
 
 One served model for all three: the fake chat-completions server of the tests (``tests/fake_glm_server.py``,
 a real HTTP server on 127.0.0.1, in this process) answers each request with one ``tool_calls`` call to
-``add`` (arguments vary, so no repeated-call guard fires) until the run has had ``steps - 1`` tool
-results, then with the final answer: plain content, or a ``final_answer`` call where the request offers
+``add`` (arguments vary, so no repeated-call guard fires) until the run has had ``steps - 1`` turns,
+then with the final answer: plain content, or a ``final_answer`` call where the request offers
 that tool (smolagents ends a run that way). Every side runs the full agent loop through its own OpenAI
 client, unstreamed (smolagents' and LangGraph's default), with a plain ``def`` tool:
 
-- **ours**: ``Agent(model=OpenAIChatModel(url, stream=False), tools=[tool(add)]).run(task)``;
+- **ours**: ``Agent(model=OpenAIChatModel(url, stream=False), tools=[tool(add)]).run(task)`` (the sync
+  call, as the peers' are; the tool runs on a worker thread);
 - **smolagents**: ``ToolCallingAgent(tools=[tool(add)], model=OpenAIServerModel(...)).run(task)``;
 - **LangGraph**: ``create_react_agent(ChatOpenAI(...), [tool(add)]).invoke(...)``.
 
