@@ -16,7 +16,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def peer_python(venv: str, requirement: str, module: str) -> tuple[Path | None, str]:
-    """The python of ``benchmarks/<venv>`` with ``module`` importable, installing ``requirement`` if missing.
+    """The python of ``benchmarks/<venv>`` with ``module`` importable (or several: ``"a, b"``), installing
+    ``requirement`` (one or more, space-separated) if missing.
 
     Returns ``(python, "")``, or ``(None, why)`` when it cannot be had (no network, a failed build).
     """
@@ -29,7 +30,7 @@ def peer_python(venv: str, requirement: str, module: str) -> tuple[Path | None, 
     try:
         if not python.exists():
             subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, capture_output=True, text=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", requirement],
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *requirement.split()],
                        check=True, capture_output=True, text=True, timeout=900)
     except subprocess.CalledProcessError as exc:
         tail = (exc.stderr or exc.stdout or "").strip().splitlines()[-3:]

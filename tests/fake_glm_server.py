@@ -84,6 +84,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: Any  # the parsed JSON body, None for GET
+    raw: bytes = b""  # the body's bytes, as sent
 
     @property
     def prompt(self) -> str:
@@ -162,6 +163,7 @@ class _QuietServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: without this, each answer waits ~40 ms
     fake: FakeGLMServer
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
@@ -176,11 +178,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
         try:
-            body = json.loads(self.rfile.read(length) or b"null")
+            body = json.loads(raw or b"null")
         except json.JSONDecodeError:
             return self._json(400, _error("request body is not JSON", "BadRequestError", 400))
-        request = self._record(body)
+        request = self._record(body, raw)
         endpoint = self.path.rstrip("/")
         if endpoint not in ("/v1/chat/completions", "/v1/completions"):
             return self._json(404, {"detail": "Not Found"})
@@ -277,8 +280,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _record(self, body: Any) -> RecordedRequest:
-        request = RecordedRequest(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+    def _record(self, body: Any, raw: bytes = b"") -> RecordedRequest:
+        request = RecordedRequest(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, raw)
         with self.fake._lock:
             self.fake.requests.append(request)
         return request

@@ -12,11 +12,12 @@ import time
 import httpx
 import pytest
 
+from agent import Agent, Policy
 from agent.errors import ModelAuthError, ModelConnectionError, ModelError, ModelNotFoundError
 from agent.messages import Message, ToolCall, ToolSpec
 from agent.models._http import iter_sse, normalize_base_url
 from agent.models.completions import CompletionsModel, stop_reason
-from agent.models.openai import OpenAIChatModel, chat_messages
+from agent.models.openai import OpenAIChatModel, chat_messages, chat_tool
 from agent.policy import ModelSettings
 from agent.protocol import glm4
 from agent.registry import ToolRegistry
@@ -249,6 +250,75 @@ def test_chat_messages_join_observation_parts_and_fill_missing_ids():
             {"id": "p1", "type": "function", "function": {"name": "python", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "p1", "content": "ok"},
     ]
+
+
+def whole_request(model: OpenAIChatModel, messages: list[Message], tools: list[ToolSpec],
+                  settings: ModelSettings = SETTINGS) -> bytes:
+    """The request body converted and serialized whole, as it was before requests grew step by step."""
+    fields: dict = {"messages": chat_messages(messages, tools)}
+    if tools:
+        fields["tools"] = [chat_tool(spec) for spec in tools]
+    body = model.request_body(settings, **fields)
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def call_turn(step: int, *names: str) -> Message:
+    calls = [ToolCall(id=f"c{step}{name}", name=name, body=json.dumps({"a": step, "b": "é"}),
+                      arguments={"a": step, "b": "é"}, syntax="json") for name in names]
+    return Message(role="assistant", content=f"step {step}" if step % 2 else "", reasoning="why" if step == 2 else "",
+                   tool_calls=calls)
+
+
+async def test_chat_request_over_a_run_is_the_whole_rebuild_byte_for_byte(fake_server):
+    def reply(request):
+        turns = sum(m["role"] == "assistant" for m in request.body["messages"])
+        if turns == 2:  # two calls in one turn: two tool messages
+            return Reply(content="Both.", tool_calls=[("add", {"a": 1, "b": 2}), ("add", {"a": 3, "b": 4})])
+        return Reply(tool_calls=[("add", {"a": turns, "b": 1})]) if turns < 5 else Reply(content="Done.")
+
+    fake_server.script(reply)
+    model = OpenAIChatModel(fake_server.url, fake_server.model, stream=False)
+    agent = Agent(model=model, tools=[add], policy=Policy(tools={"enabled": []}))
+    async with agent.chat() as session:
+        result = await session.arun("Add things.")
+    await agent.aclose()
+
+    assert result.status == "answered" and result.answer == "Done." and len(result.steps) == 6
+    turns = [i for i, m in enumerate(session.messages) if m.role == "assistant"]
+    specs = agent.tools.specs()
+    fresh = OpenAIChatModel(fake_server.url, fake_server.model, stream=False)
+    for request, end in zip(fake_server.posts, turns, strict=True):
+        assert request.raw == whole_request(fresh, session.messages[:end], specs, agent.policy.model)
+
+
+def test_chat_request_after_an_edited_history_is_the_whole_rebuild():
+    model = OpenAIChatModel("http://127.0.0.1:9/v1", "m", stream=False)
+    tools = [ADD, PYTHON]
+
+    def same(messages: list[Message], tools: list[ToolSpec] = tools) -> None:
+        assert model.request_json(messages, tools, SETTINGS) == whole_request(model, messages, tools)
+
+    messages = [Message(role="system", content="Be brief."), Message(role="user", content="Go.")]
+    for step in range(1, 5):  # grows: calls, reasoning, an observation whose parts arrive a request apart
+        same(messages)
+        messages.append(call_turn(step, "add", "python"))
+        messages.append(Message(role="observation", content=f"{step}", metadata="quote_result [0†a]",
+                                tool_call_id=f"c{step}add"))
+        same(messages)
+        messages.append(Message(role="observation", content="more", metadata="quote_result [1†b]",
+                                tool_call_id=f"c{step}add"))
+        messages.append(Message(role="observation", content="ok"))  # no id: answers the pending python call
+    same(messages)
+    messages[3] = messages[3].model_copy(update={"content": "edited"})  # an earlier message replaced
+    same(messages)
+    del messages[-3:]  # the last turn taken back, another in its place
+    messages.append(Message(role="assistant", content="Answer."))
+    same(messages)
+    same(messages, [ADD])  # other tools
+    other = [Message(role="user", content="Another conversation.")]
+    same(other)
+    same(messages[:2] + other)  # a conversation that shares its start with a longer one
+    same(messages)
 
 
 @pytest.mark.parametrize("stream", [True, False])

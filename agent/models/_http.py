@@ -132,8 +132,9 @@ class ServerClient:
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """POST JSON and return the JSON answer, retrying what is worth retrying."""
+    async def post(self, path: str, payload: dict[str, Any] | bytes) -> dict[str, Any]:
+        """POST JSON (a body, or its bytes from :func:`encode_json`) and return the JSON answer, retrying what is
+        worth retrying."""
         response = await self._send(path, payload, stream=False)
         try:
             data = response.json()
@@ -143,7 +144,7 @@ class ServerClient:
         _raise_for_inline_error(data, self.base_url)
         return data
 
-    async def stream(self, path: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, path: str, payload: dict[str, Any] | bytes) -> AsyncIterator[dict[str, Any]]:
         """POST JSON and yield the server-sent events' JSON payloads until ``[DONE]``.
 
         Only opening the stream is retried: once tokens have been handed to the caller, trying again
@@ -174,12 +175,14 @@ class ServerClient:
         finally:
             await response.aclose()
 
-    async def _send(self, path: str, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
+    async def _send(self, path: str, payload: dict[str, Any] | bytes, *, stream: bool) -> httpx.Response:
         """The server's successful answer, after the retries the policy allows; any other answer is an error."""
+        content = payload if isinstance(payload, bytes) else encode_json(payload)
 
         async def attempt() -> httpx.Response:
-            client = self.client()  # per attempt: the request body is rebuilt and sent again
-            return await client.send(client.build_request("POST", path.lstrip("/"), json=payload), stream=stream)
+            client = self.client()  # per attempt: a request is sent once, so it is built again
+            request = client.build_request("POST", path.lstrip("/"), content=content, headers=JSON_CONTENT)
+            return await client.send(request, stream=stream)
 
         attempts = self.retrying.attempts
         try:
@@ -237,6 +240,34 @@ class ServerClient:
         return ModelConnectionError(
             f"The model server at {self.base_url} sent nothing for {self.timeout.read:g} s; check that it is "
             "working, or give it longer with --timeout (timeout= in Python).")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Request bodies
+
+JSON_CONTENT = {"Content-Type": "application/json"}
+
+
+class Serialized(str):
+    """A value of a request body that is JSON text already: :func:`encode_json` writes it as it is."""
+
+
+def encode_json(body: dict[str, Any]) -> bytes:
+    """``body`` as the bytes of a JSON request, written as httpx writes ``json=`` (compact, UTF-8).
+
+    A top-level :class:`Serialized` value goes in as the JSON it holds: a conversation serialized as it
+    grew is not serialized again, whole, for every request.
+    """
+    marks = {key: f"\x00{key}\x00" for key, value in body.items() if isinstance(value, Serialized)}
+    text = json_text({key: marks.get(key, value) for key, value in body.items()})
+    for key, mark in marks.items():
+        text = text.replace(f"{json_text(key)}:{json_text(mark)}", f"{json_text(key)}:{body[key]}", 1)
+    return text.encode()
+
+
+def json_text(value: Any) -> str:
+    """``value`` as compact JSON text, as :func:`encode_json` writes it."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------------
