@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["system", "user", "assistant", "observation"]
 
@@ -74,7 +74,11 @@ class Message(BaseModel):
 
     An assistant message carries text (a thought before calls, or the final answer) and the calls it
     made; an observation message answers one call (``tool_call_id``) and carries GLM-4 ``metadata``.
+    Messages are immutable (change one with ``model_copy(update=...)``): backends that keep a
+    conversation converted as it grows know it by its messages.
     """
+
+    model_config = ConfigDict(frozen=True)
 
     role: Role
     content: str = ""
