@@ -167,8 +167,8 @@ class ChatHistory:
     Every step of a run sends the whole conversation again; converting and serializing all of it each
     time makes a step cost more the longer the run (5 ms a step at 320 steps). This keeps the messages
     converted so far, each with its JSON, and converts only those added since. It knows a conversation
-    it has seen by its messages themselves (the same objects: the loop appends to a conversation and
-    never edits a message in place); any other history is for a new :class:`ChatHistory`.
+    it has seen by its messages themselves (the same objects: a conversation grows by appending, and a
+    ``Message`` is immutable); any other history is for a new :class:`ChatHistory`.
     """
 
     def __init__(self, tools: list[ToolSpec] | None = None):
