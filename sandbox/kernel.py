@@ -30,6 +30,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from . import isolation
 from .cgroups import KernelCgroup, create_cgroup
 from .errors import KernelStartError, SandboxClosedError
+from .fontcache import copy_font_list, font_list
 from .results import CappedText, ExecutionError, ExecutionResult, clean_text, strip_ansi
 from .settings import SandboxSettings
 from .workdir import cap_folder, lend_tree, remove_tree, return_tree, uncap_folder
@@ -41,6 +42,22 @@ MAX_IMAGES = 20  # kept per cell
 MAX_IMAGE_BYTES = 16 * 1024 * 1024  # one image; a plot is a few hundred KB
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a hostile kernel cannot make us buffer more than this per message
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PRELOAD_THREAD = "sandbox-preload"  # the name of the kernel's thread that imports the preload modules
+
+# Run inside the kernel by Kernel.preload, in a namespace of its own. A module that cannot be
+# imported is skipped: the user's own import of it says why.
+_PRELOAD = f"""
+import threading
+
+def preload():
+    for name in MODULES:
+        try:
+            __import__(name)
+        except Exception:
+            pass
+
+threading.Thread(target=preload, name={PRELOAD_THREAD!r}, daemon=True).start()
+"""
 
 # Every kernel process is started from this one long-lived thread: bwrap --die-with-parent and the
 # supervisor's PR_SET_PDEATHSIG fire when the *thread* that forked them exits, and a worker thread
@@ -170,8 +187,11 @@ class Kernel:
                 "shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
         # A cgroup per kernel process (a restart gets a fresh one, and a fresh CPU budget).
         self._cgroup = create_cgroup(self.settings.memory_mb, self.settings.max_processes) if self.tier != "none" else None
+        fonts = font_list(self.tier, self.settings)
+        if fonts is not None and self.tier != "bwrap":  # bubblewrap mounts the shared one instead
+            copy_font_list(fonts, self.dirs.tmp / isolation.MATPLOTLIB_DIR, self.uid)
         plan = isolation.plan_launch(self.tier, self.settings, self.dirs, self.uid,
-                                     cgroup=self._cgroup.procs_files if self._cgroup else None)
+                                     cgroup=self._cgroup.procs_files if self._cgroup else None, font_list=fonts)
         connection = runtime / "connection.json"
         connection.write_text(json.dumps({**info, "ip": plan.kernel_ip}))
         os.chmod(connection, 0o600)
@@ -389,11 +409,13 @@ class Kernel:
             client.control_channel.send(client.session.msg("interrupt_request", content={}))
 
     def preload(self, modules: list[str]) -> None:
-        """Import modules ahead (warm pool) without binding names in the user's namespace."""
+        """Start importing modules in a thread of the kernel (warm pool), without binding names in the
+        user's namespace. Returns at once: cells run meanwhile, and one that imports a module being
+        preloaded waits for that import (Python's import lock), then finds it done."""
         if modules:
             with self._run_lock:
-                self._execute(f"for _m in {modules!r}:\n    __import__(_m)\ndel _m",
-                              self.settings.startup_timeout_s, restarted=False, silent=True)
+                code = f"exec({_PRELOAD!r}, {{'__name__': '_sandbox_preload', 'MODULES': {modules!r}}})"
+                self._execute(code, self.settings.startup_timeout_s, restarted=False, silent=True)
 
     # ------------------------------------------------------------------------------------------
     # helpers
