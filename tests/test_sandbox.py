@@ -226,6 +226,19 @@ def test_pool_hands_out_warm_preloaded_kernels_once():
     assert all(not kernel.alive for kernel in warm)  # closing the pool closes what it holds
 
 
+def test_without_refill_a_pool_starts_kernels_only_for_claims(monkeypatch):
+    """One session in all (``agent run``): no spare is warmed after the claim, yet a second claim still gets a kernel."""
+    starts = []
+    start = Kernel.start
+    monkeypatch.setattr(Kernel, "start", lambda self: starts.append(self) or start(self))
+    with KernelPool(settings(), size=1, refill=False) as pool:
+        first = pool.claim(timeout=60)
+        second = pool.claim(timeout=60)  # started on demand
+        first.close()
+        second.close()
+    assert len(starts) == 2
+
+
 def wait_for_preload(kernel: Kernel, timeout: float = 60) -> None:
     """Until the kernel's preload thread has finished."""
     deadline = time.monotonic() + timeout
