@@ -108,11 +108,25 @@ def kernel_env(tmp: str, threads: int, python: Interpreter) -> dict[str, str]:
     }
 
 
+# ipykernel's own launcher, less its debugger: debugpy costs each kernel 0.15 s of its start and
+# 7 MiB, for the Jupyter debugging protocol that the python tool never speaks. Once the kernel is
+# set up, a cell may import debugpy as any other package.
+_KERNEL_MAIN = """\
+import sys
+sys.modules["debugpy"] = None
+from ipykernel.kernelapp import IPKernelApp
+app = IPKernelApp.instance()
+app.initialize()
+del sys.modules["debugpy"]
+app.start()
+"""
+
+
 def kernel_argv(runtime: str, python: Interpreter) -> list[str]:
     """The kernel's command line. ``-I``: the working directory (``/mnt/data``, the code's to fill) is
-    not on the import path while the kernel starts, so a planted ``ipykernel_launcher.py`` never runs;
-    it is added back once the kernel is up, as a notebook has it, for the user's own modules."""
-    return [python.executable, "-I", "-B", "-m", "ipykernel_launcher", "-f", f"{runtime}/connection.json",
+    not on the import path while the kernel starts, so a planted ``ipykernel`` never runs; it is added
+    back once the kernel is up, as a notebook has it, for the user's own modules."""
+    return [python.executable, "-I", "-B", "-c", _KERNEL_MAIN, "-f", f"{runtime}/connection.json",
             "--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=ERROR",
             "--IPKernelApp.exec_lines=__import__('sys').path.insert(0, '')"]
 
