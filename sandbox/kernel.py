@@ -168,17 +168,18 @@ class Kernel:
         """Start the kernel process and wait until it answers (cold start)."""
         with self._run_lock:
             try:
+                fonts = font_list(self.tier, self.settings)  # built once per interpreter: outside the lock close() takes
                 with self._life_lock:  # a concurrent close either sees the process or stops its spawning
                     if self._closed:
                         raise SandboxClosedError("This sandbox is closed: create a new one.")
-                    self._spawn()
+                    self._spawn(fonts)
                 self._wait_ready(time.monotonic() + self.settings.startup_timeout_s)
             except BaseException:
                 self._stop_process()
                 raise
         return self
 
-    def _spawn(self) -> None:
+    def _spawn(self, fonts: Path | None) -> None:
         key = secrets.token_hex(32)
         runtime = self.dirs.runtime
         for stale in runtime.iterdir():  # whatever the last kernel (or the code in it) left there
@@ -187,7 +188,6 @@ class Kernel:
                 "shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
         # A cgroup per kernel process (a restart gets a fresh one, and a fresh CPU budget).
         self._cgroup = create_cgroup(self.settings.memory_mb, self.settings.max_processes) if self.tier != "none" else None
-        fonts = font_list(self.tier, self.settings)
         if fonts is not None and self.tier != "bwrap":  # bubblewrap mounts the shared one instead
             copy_font_list(fonts, self.dirs.tmp / isolation.MATPLOTLIB_DIR, self.uid)
         plan = isolation.plan_launch(self.tier, self.settings, self.dirs, self.uid,
