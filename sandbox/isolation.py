@@ -117,7 +117,7 @@ sys.modules["debugpy"] = None
 from ipykernel.kernelapp import IPKernelApp
 app = IPKernelApp.instance()
 app.initialize()
-del sys.modules["debugpy"]
+sys.modules.pop("debugpy", None)
 app.start()
 """
 

@@ -6,6 +6,7 @@ The attacks live in ``test_sandbox_adversarial.py``.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import signal
 import socket
@@ -131,6 +132,12 @@ def test_a_kernel_killed_between_cells_is_restarted_on_the_next(sb):
     result = sb.execute("'back'")
     assert result.result == "'back'" and result.restarted
     assert sb.execute("gone").error.ename == "NameError"
+
+
+def test_kernels_start_without_the_debugger_yet_a_cell_may_import_it(sb):
+    assert sb.execute("import sys; 'debugpy' in sys.modules").result == "False"
+    if importlib.util.find_spec("debugpy") is not None:
+        assert sb.execute("import debugpy; debugpy.__name__").result == "'debugpy'"
 
 
 def test_multiprocessing_works_under_bubblewrap(sb):
