@@ -118,7 +118,7 @@ def run(
         task = _read_task(task, task_file)
         agent = _build_agent(model, base_url, api_key, backend, tools, tools_module, policy, max_steps, transcript,
                              system_prompt, yes, interactive=not json_output, files=file, workdir=workdir,
-                             mcp_config=mcp_config,
+                             mcp_config=mcp_config, one_session=True,
                              served=_served_options(timeout, max_retries, no_stream), chat_format=chat_format,
                              thinking=_on_off(thinking))
         console = Console()
@@ -528,7 +528,7 @@ def _build_agent(model: str | None, base_url: str | None, api_key: str | None, b
                  transcript: Path | None, system_prompt: str | None, yes: bool, interactive: bool,
                  files: list[Path] | None = None, workdir: Path | None = None,
                  served: dict | None = None, chat_format: str | None = None, thinking: bool | None = None,
-                 mcp_config: list[Path] | None = None) -> Agent:
+                 mcp_config: list[Path] | None = None, one_session: bool = False) -> Agent:
     if api_key:
         hide_from_process_list(api_key)
     loaded_policy = with_mcp_configs(load_policy(policy), mcp_config)
@@ -536,6 +536,8 @@ def _build_agent(model: str | None, base_url: str | None, api_key: str | None, b
         loaded_policy = loaded_policy.with_section("agent", max_steps=max_steps)
     if thinking is not None:
         loaded_policy = loaded_policy.with_section("model", thinking=thinking)
+    if one_session:  # no next session to warm a kernel for
+        loaded_policy = loaded_policy.with_section("sandbox", pool_refill=False)
     collect_files(files or [], loaded_policy.files)  # a bad path is reported now, before a model loads
     if workdir is not None and workdir.exists() and not workdir.is_dir():
         raise UsageError(f"--workdir {workdir} is not a folder: give a folder (it is created if missing).")

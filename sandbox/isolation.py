@@ -16,6 +16,7 @@ resources, and a supervisor kills every descendant when the kernel goes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -27,6 +28,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 from .cgroups import cgroup_problem
 from .errors import SandboxError, SandboxUnavailableError
@@ -40,6 +42,7 @@ MIB = 1024 * 1024
 DATA_DIR = "/mnt/data"
 RUNTIME_DIR = "/run/kernel"
 _INNER_LAUNCHER = "/run/launch.py"
+MATPLOTLIB_DIR = ".matplotlib"  # MPLCONFIGDIR, in the kernel's /tmp: where matplotlib looks for its font list
 
 # /etc entries a kernel needs (libraries, time zone, name resolution, TLS, fonts); never all of /etc.
 _ETC = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "nsswitch.conf", "hosts",
@@ -93,7 +96,7 @@ def kernel_env(tmp: str, threads: int, python: Interpreter) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-        "MPLCONFIGDIR": f"{tmp}/.matplotlib",
+        "MPLCONFIGDIR": f"{tmp}/{MATPLOTLIB_DIR}",
         "IPYTHONDIR": f"{tmp}/.ipython",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYDEVD_DISABLE_FILE_VALIDATION": "1",
@@ -105,11 +108,25 @@ def kernel_env(tmp: str, threads: int, python: Interpreter) -> dict[str, str]:
     }
 
 
+# ipykernel's own launcher, less its debugger: debugpy costs each kernel 0.15 s of its start and
+# 7 MiB, for the Jupyter debugging protocol that the python tool never speaks. Once the kernel is
+# set up, a cell may import debugpy as any other package.
+_KERNEL_MAIN = """\
+import sys
+sys.modules["debugpy"] = None
+from ipykernel.kernelapp import IPKernelApp
+app = IPKernelApp.instance()
+app.initialize()
+sys.modules.pop("debugpy", None)
+app.start()
+"""
+
+
 def kernel_argv(runtime: str, python: Interpreter) -> list[str]:
     """The kernel's command line. ``-I``: the working directory (``/mnt/data``, the code's to fill) is
-    not on the import path while the kernel starts, so a planted ``ipykernel_launcher.py`` never runs;
-    it is added back once the kernel is up, as a notebook has it, for the user's own modules."""
-    return [python.executable, "-I", "-B", "-m", "ipykernel_launcher", "-f", f"{runtime}/connection.json",
+    not on the import path while the kernel starts, so a planted ``ipykernel`` never runs; it is added
+    back once the kernel is up, as a notebook has it, for the user's own modules."""
+    return [python.executable, "-I", "-B", "-c", _KERNEL_MAIN, "-f", f"{runtime}/connection.json",
             "--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=ERROR",
             "--IPKernelApp.exec_lines=__import__('sys').path.insert(0, '')"]
 
@@ -197,7 +214,8 @@ def _launcher_argv(config: dict) -> list[str]:
     return [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(config)]
 
 
-def _bwrap_argv(settings: SandboxSettings, dirs: KernelDirs, python: Interpreter, command: list[str]) -> list[str]:
+def _bwrap_argv(settings: SandboxSettings, dirs: KernelDirs, python: Interpreter, command: list[str],
+                font_list: Path | None) -> list[str]:
     bwrap = shutil.which("bwrap") or "/usr/bin/bwrap"
     if running_as_root():
         # As root bwrap needs no user namespace; it mounts what root can reach (pyenv under /root),
@@ -236,6 +254,9 @@ def _bwrap_argv(settings: SandboxSettings, dirs: KernelDirs, python: Interpreter
             argv += ["--size", str(settings.tmp_mb * MIB)]
         argv += ["--perms", "1777", "--tmpfs", tmpfs]
         made.add(tmpfs)
+    if font_list is not None:  # shared, read-only; the folder around it stays the kernel's to write in
+        argv += ["--perms", "1777", "--dir", f"/tmp/{MATPLOTLIB_DIR}",
+                 "--ro-bind", str(font_list), f"/tmp/{MATPLOTLIB_DIR}/{font_list.name}"]
     # After the private /tmp, so that an environment living under /tmp stays visible; a home
     # directory is not mounted at all, so only the environment itself appears there.
     for path in python.paths:
@@ -250,10 +271,13 @@ def _bwrap_argv(settings: SandboxSettings, dirs: KernelDirs, python: Interpreter
 
 
 def plan_launch(tier: str, settings: SandboxSettings, dirs: KernelDirs, uid: int | None,
-                command: list[str] | None = None, cgroup: list[str] | None = None) -> LaunchPlan:
+                command: list[str] | None = None, cgroup: list[str] | None = None,
+                font_list: Path | None = None) -> LaunchPlan:
     """The host command that starts a kernel (or ``command``, for probes) under ``tier``.
 
     ``cgroup``: the ``cgroup.procs`` files the launcher joins before it starts the sandbox.
+    ``font_list``: matplotlib's shared font list, mounted read-only in the bubblewrap tier's
+    ``MPLCONFIGDIR`` (the other tiers get a copy: see :func:`sandbox.fontcache.copy_font_list`).
     """
     python = find_interpreter(settings.python)
     if command is None:
@@ -267,7 +291,7 @@ def plan_launch(tier: str, settings: SandboxSettings, dirs: KernelDirs, uid: int
         wrapped = [python.executable, "-I", "-S", _INNER_LAUNCHER, json.dumps(inner)]
         # Inside bubblewrap the netns already cuts IPv4/IPv6; the filter still refuses the socket
         # families a netns does not isolate (vsock and the like).
-        outer = {"mode": "outer", "argv": _bwrap_argv(settings, dirs, python, wrapped), "deny_network": False, "env": {},
+        outer = {"mode": "outer", "argv": _bwrap_argv(settings, dirs, python, wrapped, font_list), "deny_network": False, "env": {},
                  "cgroup": cgroup or []}
         # The kernel's own mount namespace shows it only its runtime folder: path sockets are private.
         return LaunchPlan(_launcher_argv(outer), f"{RUNTIME_DIR}/ipc", f"{dirs.runtime}/ipc", tier)
@@ -347,6 +371,31 @@ def make_dirs(base: Path, uid: int | None, workdir: Path | None = None) -> Kerne
     return dirs
 
 
+@contextlib.contextmanager
+def run_once(tier: str, python: str | None, command: Callable[[str], list[str]],
+             timeout: float = 30) -> Iterator[tuple[subprocess.CompletedProcess, Path]]:
+    """Run a one-off command with the kernel's interpreter under ``tier`` (a fresh uid, no cgroup).
+
+    ``command(data)`` is given the folder the command sees as its data folder; yields the finished
+    process and that folder's host path, deleted afterwards.
+    """
+    uid = allocate_uid()
+    try:
+        with tempfile.TemporaryDirectory(prefix="glm-sandbox-once-") as tmp:
+            dirs = make_dirs(Path(tmp), uid)
+            data = DATA_DIR if tier == "bwrap" else str(dirs.workdir)
+            try:
+                plan = plan_launch(tier, SandboxSettings(python=python), dirs, uid, command=command(data))
+                done = subprocess.run(plan.argv, env={}, capture_output=True, text=True, timeout=timeout,
+                                      stdin=subprocess.DEVNULL)
+            finally:
+                if uid is not None:
+                    sweep_uid(uid)
+            yield done, dirs.workdir
+    finally:
+        release_uid(uid)  # swept above (nothing ran under it if the launch never happened)
+
+
 def _probe(tier: str, python: str | None) -> str | None:
     """Run the kernel's interpreter under the tier; ``None`` if it worked and saw its installation, else why not."""
     if tier == "bwrap" and not shutil.which("bwrap"):
@@ -362,32 +411,22 @@ def _probe(tier: str, python: str | None) -> str | None:
         interpreter = find_interpreter(python)
     except SandboxUnavailableError as exc:
         return str(exc)
-    uid = allocate_uid()
+    root = running_as_root()
+
+    def check(data: str) -> list[str]:
+        code = (f"import os\nassert os.getuid() != 0 or {not root}, 'still root'\n"
+                f"for p in {list(interpreter.paths)!r}:\n    assert os.access(p, os.R_OK), p + ' is hidden'\n"
+                f"open({data + '/ok'!r}, 'w').write('1')")
+        return [interpreter.executable, "-S", "-c", code]
+
     try:
-        with tempfile.TemporaryDirectory(prefix="glm-sandbox-probe-") as tmp:
-            dirs = make_dirs(Path(tmp), uid)
-            settings = SandboxSettings(python=python)
-            data = DATA_DIR if tier == "bwrap" else str(dirs.workdir)
-            check = (f"import os\nassert os.getuid() != 0 or {uid is None}, 'still root'\n"
-                     f"for p in {list(interpreter.paths)!r}:\n    assert os.access(p, os.R_OK), p + ' is hidden'\n"
-                     f"open({data + '/ok'!r}, 'w').write('1')")
-            command = [interpreter.executable, "-S", "-c", check]
-            try:
-                plan = plan_launch(tier, settings, dirs, uid, command=command)
-                done = subprocess.run(plan.argv, env={}, capture_output=True, text=True, timeout=30,
-                                      stdin=subprocess.DEVNULL)
-            except SandboxUnavailableError as exc:
-                return str(exc)
-            except (OSError, subprocess.SubprocessError) as exc:
-                return f"{type(exc).__name__}: {exc}"
-            finally:
-                if uid is not None:
-                    sweep_uid(uid)
-            if done.returncode != 0 or not (dirs.workdir / "ok").exists():
-                last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-                return last
-    finally:
-        release_uid(uid)  # swept above (nothing ran under it if the launch never happened)
+        with run_once(tier, python, check) as (done, workdir):
+            if done.returncode != 0 or not (workdir / "ok").exists():
+                return (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+    except SandboxUnavailableError as exc:
+        return str(exc)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{type(exc).__name__}: {exc}"
     return None
 
 

@@ -30,6 +30,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from . import isolation
 from .cgroups import KernelCgroup, create_cgroup
 from .errors import KernelStartError, SandboxClosedError
+from .fontcache import copy_font_list, font_list
 from .results import CappedText, ExecutionError, ExecutionResult, clean_text, strip_ansi
 from .settings import SandboxSettings
 from .workdir import cap_folder, lend_tree, remove_tree, return_tree, uncap_folder
@@ -41,6 +42,22 @@ MAX_IMAGES = 20  # kept per cell
 MAX_IMAGE_BYTES = 16 * 1024 * 1024  # one image; a plot is a few hundred KB
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a hostile kernel cannot make us buffer more than this per message
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PRELOAD_THREAD = "sandbox-preload"  # the name of the kernel's thread that imports the preload modules
+
+# Run inside the kernel by Kernel.preload, in a namespace of its own. A module that cannot be
+# imported is skipped: the user's own import of it says why.
+_PRELOAD = f"""
+import threading
+
+def preload():
+    for name in MODULES:
+        try:
+            __import__(name)
+        except Exception:
+            pass
+
+threading.Thread(target=preload, name={PRELOAD_THREAD!r}, daemon=True).start()
+"""
 
 # Every kernel process is started from this one long-lived thread: bwrap --die-with-parent and the
 # supervisor's PR_SET_PDEATHSIG fire when the *thread* that forked them exits, and a worker thread
@@ -151,17 +168,18 @@ class Kernel:
         """Start the kernel process and wait until it answers (cold start)."""
         with self._run_lock:
             try:
+                fonts = font_list(self.tier, self.settings)  # built once per interpreter: outside the lock close() takes
                 with self._life_lock:  # a concurrent close either sees the process or stops its spawning
                     if self._closed:
                         raise SandboxClosedError("This sandbox is closed: create a new one.")
-                    self._spawn()
+                    self._spawn(fonts)
                 self._wait_ready(time.monotonic() + self.settings.startup_timeout_s)
             except BaseException:
                 self._stop_process()
                 raise
         return self
 
-    def _spawn(self) -> None:
+    def _spawn(self, fonts: Path | None) -> None:
         key = secrets.token_hex(32)
         runtime = self.dirs.runtime
         for stale in runtime.iterdir():  # whatever the last kernel (or the code in it) left there
@@ -170,8 +188,10 @@ class Kernel:
                 "shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
         # A cgroup per kernel process (a restart gets a fresh one, and a fresh CPU budget).
         self._cgroup = create_cgroup(self.settings.memory_mb, self.settings.max_processes) if self.tier != "none" else None
+        if fonts is not None and self.tier != "bwrap":  # bubblewrap mounts the shared one instead
+            copy_font_list(fonts, self.dirs.tmp / isolation.MATPLOTLIB_DIR, self.uid)
         plan = isolation.plan_launch(self.tier, self.settings, self.dirs, self.uid,
-                                     cgroup=self._cgroup.procs_files if self._cgroup else None)
+                                     cgroup=self._cgroup.procs_files if self._cgroup else None, font_list=fonts)
         connection = runtime / "connection.json"
         connection.write_text(json.dumps({**info, "ip": plan.kernel_ip}))
         os.chmod(connection, 0o600)
@@ -205,13 +225,17 @@ class Kernel:
             if not self.alive:
                 raise KernelStartError(f"The kernel exited while starting ({self._exit_description()})"
                                        f"{self._log_tail()}.")
-            events = self._poll(0.1)
+            events = self._poll(0.05)
             if client.shell_channel.socket in events:
                 replied |= any(m["parent_header"].get("msg_id") == msg_id for m in _drain(client.shell_channel))
+            came_up = False
             if client.iopub_channel.socket in events:
-                iopub_works |= bool(_drain(client.iopub_channel))
-            if time.monotonic() - last_request > (0.2 if replied else 1.0):
-                # Ask again: its busy/idle status shows whether iopub is connected yet.
+                came_up = bool(_drain(client.iopub_channel)) and not iopub_works
+                iopub_works |= came_up
+            # Ask again: its busy/idle status shows whether iopub is connected yet. A request sent
+            # while the kernel was starting may never be answered, so the first sign of life on
+            # iopub (its "starting" status) is a cue to ask at once rather than after a pause.
+            if (came_up and not replied) or time.monotonic() - last_request > (0.2 if replied else 0.5):
                 msg_id, last_request = client.kernel_info(), time.monotonic()
                 replied = False
 
@@ -389,11 +413,13 @@ class Kernel:
             client.control_channel.send(client.session.msg("interrupt_request", content={}))
 
     def preload(self, modules: list[str]) -> None:
-        """Import modules ahead (warm pool) without binding names in the user's namespace."""
+        """Start importing modules in a thread of the kernel (warm pool), without binding names in the
+        user's namespace. Returns at once: cells run meanwhile, and one that imports a module being
+        preloaded waits for that import (Python's import lock), then finds it done."""
         if modules:
             with self._run_lock:
-                self._execute(f"for _m in {modules!r}:\n    __import__(_m)\ndel _m",
-                              self.settings.startup_timeout_s, restarted=False, silent=True)
+                code = f"exec({_PRELOAD!r}, {{'__name__': '_sandbox_preload', 'MODULES': {modules!r}}})"
+                self._execute(code, self.settings.startup_timeout_s, restarted=False, silent=True)
 
     # ------------------------------------------------------------------------------------------
     # helpers

@@ -1,9 +1,12 @@
 """A pool of warm kernels, so that an agent's first ``python`` call does not wait for a kernel start.
 
-One background thread keeps ``size`` kernels started (and ``preload`` modules imported). ``claim``
-hands one out for good: a claimed kernel belongs to one session and is closed with it, never
-returned, so no state leaks between sessions. Closing the pool kills a kernel still starting
-rather than waiting for it, so a pool closed right after it was made closes at once.
+One background thread keeps ``size`` kernels started, each importing the ``preload`` modules in a
+thread of its own (a claimed kernel answers at once; an import of a module being preloaded waits for
+it). ``claim`` hands one out for good: a claimed kernel belongs to one session and is closed with
+it, never returned, so no state leaks between sessions. After a claim a replacement is started for
+the next session, unless ``refill`` is off (one session in all: a spare would only hold memory).
+Closing the pool kills a kernel still starting rather than waiting for it, so a pool closed right
+after it was made closes at once.
 """
 
 from __future__ import annotations
@@ -42,10 +45,12 @@ class KernelPool:
     """
 
     def __init__(self, policy_or_settings: Any = None, size: int | None = None,
-                 *, preload: list[str] | None = None):
+                 *, preload: list[str] | None = None, refill: bool | None = None):
         self.settings = settings_of(policy_or_settings)
         self.size = self.settings.pool_size if size is None else size
         self.preload = self.settings.preload if preload is None else preload
+        self.refill = self.settings.pool_refill if refill is None else refill
+        self._claimed = False  # without refill, kernels are started ahead only until the first claim
         self._ready: deque[Kernel] = deque()
         self._waiting = 0  # claims blocked on a kernel being started
         self._starting: Kernel | None = None  # the kernel the background thread is starting now
@@ -87,6 +92,7 @@ class KernelPool:
                         raise SandboxError(f"No kernel became ready within {timeout:g} s.")
                     self._cond.wait(remaining)
                 kernel = self._ready.popleft()
+                self._claimed = True
             finally:
                 self._waiting -= 1
             self._cond.notify_all()  # start a replacement
@@ -95,8 +101,7 @@ class KernelPool:
     def _fill(self) -> None:
         while True:
             with self._cond:
-                while not self._closed and (self._error is not None
-                                            or len(self._ready) >= self.size + self._waiting):
+                while not self._closed and (self._error is not None or len(self._ready) >= self._wanted()):
                     self._cond.wait()
                 if self._closed:
                     return
@@ -124,6 +129,11 @@ class KernelPool:
                     else:
                         self._ready.append(kernel)
                 self._cond.notify_all()
+
+    def _wanted(self) -> int:
+        """How many kernels should be ready: those started ahead, and one for each claim waiting."""
+        ahead = self.size if self.refill or not self._claimed else 0
+        return ahead + self._waiting
 
     def close(self) -> None:
         """Close the warm kernels and stop starting new ones (claimed kernels are their owners').

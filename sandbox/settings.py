@@ -35,5 +35,7 @@ class SandboxSettings(BaseModel):
     max_files: int = Field(10_000, ge=100, description="files and folders the kernel's own /mnt/data may hold (as root)")
     network: bool = Field(False, description="let code reach the network")
     pool_size: int = Field(1, ge=0, description="kernels started ahead")
+    pool_refill: bool = Field(True, description="start a new warm kernel when one is claimed, for the next session "
+                                                "(`agent run`, one session, turns it off)")
     preload: list[str] = Field(default_factory=lambda: ["numpy", "sympy", "matplotlib.pyplot", "pandas"],
-                               description="modules warm pool kernels import ahead")
+                               description="modules warm pool kernels import ahead, in a thread: cells need not wait for them")

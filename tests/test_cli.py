@@ -223,3 +223,14 @@ def test_text_with_brackets_is_shown_as_written():
     text = console.export_text()
     assert "[0] Docs [/x] [bold]page — https://docs.example/x" in text
     assert "error: add it to [tools] enabled [/oops]" in text
+
+
+def test_agent_run_has_one_session_so_its_pool_warms_no_spare_kernel(fake_server):
+    from agent import cli
+
+    agent = cli._build_agent(fake_server.model, fake_server.url, None, None, "none", None, "default", None, None, None,
+                             yes=True, interactive=False, one_session=True)
+    try:
+        assert agent.policy.sandbox.pool_refill is False
+    finally:
+        agent.close()

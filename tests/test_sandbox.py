@@ -6,6 +6,7 @@ The attacks live in ``test_sandbox_adversarial.py``.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import signal
 import socket
@@ -133,6 +134,12 @@ def test_a_kernel_killed_between_cells_is_restarted_on_the_next(sb):
     assert sb.execute("gone").error.ename == "NameError"
 
 
+def test_kernels_start_without_the_debugger_yet_a_cell_may_import_it(sb):
+    assert sb.execute("import sys; 'debugpy' in sys.modules").result == "False"
+    if importlib.util.find_spec("debugpy") is not None:
+        assert sb.execute("import debugpy; debugpy.__name__").result == "'debugpy'"
+
+
 def test_multiprocessing_works_under_bubblewrap(sb):
     if sb.isolation != "bwrap":
         pytest.skip("needs the private /dev/shm of the bubblewrap tier")
@@ -211,8 +218,10 @@ def test_pool_hands_out_warm_preloaded_kernels_once():
         try:
             assert first is not second and first.workdir != second.workdir
             assert first.uid != second.uid or first.uid is None
-            check = first.execute("import sys; ('numpy' in sys.modules, 'numpy' in dir())")
-            assert check.result == "(True, False)"  # imported ahead, the namespace left clean
+            wait_for_preload(first)
+            check = first.execute("import sys; ('numpy' in sys.modules, [n for n in ('numpy', 'MODULES', 'preload') "
+                                  "if n in globals()])")
+            assert check.result == "(True, [])"  # imported ahead, the namespace left clean
             first.execute("secret = 'session one'")
             assert second.execute("secret").error.ename == "NameError"
         finally:
@@ -222,6 +231,61 @@ def test_pool_hands_out_warm_preloaded_kernels_once():
             pool._thread.join(0.05)
         warm = list(pool._ready)
     assert all(not kernel.alive for kernel in warm)  # closing the pool closes what it holds
+
+
+def test_without_refill_a_pool_starts_kernels_only_for_claims(monkeypatch):
+    """One session in all (``agent run``): no spare is warmed after the claim, yet a second claim still gets a kernel."""
+    starts = []
+    start = Kernel.start
+    monkeypatch.setattr(Kernel, "start", lambda self: starts.append(self) or start(self))
+    with KernelPool(settings(), size=1, refill=False) as pool:
+        first = pool.claim(timeout=60)
+        second = pool.claim(timeout=60)  # started on demand
+        first.close()
+        second.close()
+    assert len(starts) == 2
+
+
+def wait_for_preload(kernel: Kernel, timeout: float = 60) -> None:
+    """Until the kernel's preload thread has finished."""
+    deadline = time.monotonic() + timeout
+    check = f"import threading; any(t.name == {kernel_module.PRELOAD_THREAD!r} for t in threading.enumerate())"
+    while kernel.execute(check).result != "False":
+        assert time.monotonic() < deadline, "the preload did not finish"
+        time.sleep(0.05)
+
+
+def test_a_kernel_answers_while_it_preloads_and_an_import_waits_for_the_preload():
+    """The preload runs beside the cells: a module that cannot finish importing until told (a file
+    appears) holds up neither ``1+1`` nor a ``print``; importing it meanwhile waits and gets it whole."""
+    kernel = Kernel(settings(), resolve_isolation("auto"))
+    try:
+        (kernel.workdir / "slow_module.py").write_text(
+            "import os, time\nwhile not os.path.exists('go'):\n    time.sleep(0.01)\nDONE = True\n")
+        kernel.start()
+        kernel.preload(["slow_module"])
+        assert kernel.execute("1+1").result == "2"
+        assert kernel.execute("import sys; print(getattr(sys.modules.get('slow_module'), 'DONE', None))").stdout \
+            == "None\n"  # still importing
+        waited = kernel.execute("import threading\nthreading.Timer(0.3, lambda: open('go', 'w').close()).start()\n"
+                                "import slow_module\nslow_module.DONE")
+        assert waited.result == "True", waited
+        wait_for_preload(kernel)
+        assert kernel.execute("[n for n in ('MODULES', 'preload', 'threading') if n in globals()]").result \
+            == "['threading']"  # the user's own import; the preload bound nothing
+    finally:
+        kernel.close()
+
+
+def test_a_module_that_fails_to_preload_is_left_to_the_users_import():
+    with KernelPool(settings(preload=["no_such_module_here", "json"]), size=1) as pool:
+        kernel = pool.claim(timeout=60)
+    try:
+        wait_for_preload(kernel)
+        assert kernel.execute("import sys; 'json' in sys.modules").result == "True"
+        assert kernel.execute("import no_such_module_here").error.ename == "ModuleNotFoundError"
+    finally:
+        kernel.close()
 
 
 # ----------------------------------------------------------------------------------------------

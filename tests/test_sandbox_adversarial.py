@@ -6,6 +6,7 @@ is skipped only when it cannot run here, with the probe's reason.
 
 from __future__ import annotations
 
+import ast
 import os
 import secrets
 import socket
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from sandbox import Sandbox, SandboxSettings, isolation, tier_problem
+from sandbox import Sandbox, SandboxSettings, fontcache, isolation, tier_problem
 from sandbox import kernel as kernel_module
 
 TIERS = ["bwrap", "landlock"]
@@ -654,3 +655,39 @@ def test_mnt_data_holds_at_most_disk_mb_and_max_files(tier):
         assert int(written) <= 32 and errno == "28", big
         stats = os.statvfs(sandbox.workdir)
         assert stats.f_blocks * stats.f_frsize <= 33 * 2**20  # a 32 MB tmpfs, not the host's disk
+
+
+# ----------------------------------------------------------------------------------------------
+# the font list every kernel shares
+
+
+def test_kernels_use_the_shared_font_list_and_cannot_change_it(sb):
+    """pyplot finds the shared list (it writes no font cache of its own), and the kernel can neither
+    write it nor replace it: the next kernel reads what was built, untouched."""
+    shared = fontcache.font_list(sb.isolation, sb.settings)
+    if shared is None:
+        pytest.skip("the kernel's interpreter has no matplotlib")
+    before = shared.read_bytes()
+    found = run(sb, "import matplotlib, matplotlib.pyplot, os\nsorted(os.listdir(matplotlib.get_cachedir()))")
+    assert found.result == repr([shared.name]), found  # read, not rebuilt next to it
+    attack = run(sb, f"""
+import matplotlib, os
+path = os.path.join(matplotlib.get_cachedir(), {shared.name!r})
+outcomes = {{}}
+for name, attempt in (('write', lambda: open(path, 'a').write('{{}}')), ('chmod', lambda: os.chmod(path, 0o666)),
+                      ('write again', lambda: open(path, 'a').write('{{}}')),
+                      ('replace', lambda: open(path + '.new', 'w').write('{{}}') and os.replace(path + '.new', path))):
+    try:
+        attempt()
+        outcomes[name] = 'done'
+    except OSError as exc:
+        outcomes[name] = type(exc).__name__
+outcomes""")
+    outcomes = ast.literal_eval(attack.result or "{}")
+    assert outcomes["write"] != "done", attack
+    if sb.isolation == "bwrap" or isolation.running_as_root():  # else a tier-B kernel may change its own copy
+        assert outcomes["chmod"] != "done" and outcomes["write again"] != "done", attack
+    if sb.isolation == "bwrap":  # the others may replace their own copy, which no other kernel reads
+        assert outcomes["replace"] != "done", attack
+    assert shared.read_bytes() == before  # what every other kernel reads
+    assert_alive(sb)
