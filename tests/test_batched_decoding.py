@@ -164,3 +164,22 @@ async def test_constrained_calls_and_stop_tokens_in_a_batch(trained_dir):
     assert {c.stop_reason for c in batched} == {"observation", "user"}
     assert [c.text + ("<|observation|>" if c.stop_reason == "observation" else "<|user|>") for c in batched] == \
         [target for _, target in examples]
+
+
+@pytest.mark.slow  # compiles the tiny model's forward pass (about a minute on CPU)
+async def test_the_compiled_static_cache_path_writes_what_the_dynamic_one_does(tiny_glm_dir):
+    """Alone, a step decodes on a static cache with a compiled forward pass; when another joins, both go on
+    in the dynamic batch; KV reuse across steps still holds."""
+    model = TransformersModel(tiny_glm_dir, compiled=True)
+    first, second = prompt(6), prompt(3, "joins")
+    settings = ModelSettings(max_new_tokens=40)
+    alone = await model.complete(first, settings)  # compiles
+    started = asyncio.Event()
+    long = asyncio.create_task(model.complete(first + alone.text + "<|user|>\nagain", ModelSettings(max_new_tokens=300),
+                                              lambda _: started.set()))
+    await started.wait()
+    joined = await model.complete(second, ModelSettings(max_new_tokens=10))
+    continued = await long
+    expected = await one_at_a_time(tiny_glm_dir, [first, first + alone.text + "<|user|>\nagain", second], [40, 300, 10])
+    assert [alone.text, continued.text, joined.text] == [c.text for c in expected]
+    assert continued.usage.reused_tokens >= alone.usage.prompt_tokens

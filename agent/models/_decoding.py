@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
-from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers import DynamicCache, LogitsProcessorList, StaticCache, TemperatureLogitsWarper, TopPLogitsWarper
 
 from ..policy import ModelSettings
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 32  # generations decoded together; more wait for a place (bounds the memory of one forward pass)
+STATIC_SIZES = 512  # a static cache holds a multiple of this many tokens: one compiled graph per size used
 
 
 @dataclass(eq=False)
@@ -84,11 +85,17 @@ class BatchDecoder:
     """Decodes the generations handed to :meth:`submit`, together, on a thread of its own.
 
     ``forward(input_ids, cache, position_ids, attention_mask)`` runs the model and returns the logits of
-    each row's last position. The thread starts with the first generation and ends at :meth:`close`.
+    each row's last position. With ``static_forward`` (the same, compiled: ``torch.compile`` and CUDA
+    graphs need fixed shapes and addresses), a generation decoding alone does so on a ``StaticCache``
+    (its prefix copied in; its cache copied out when it ends or another joins). The thread starts with
+    the first generation and ends at :meth:`close`.
     """
 
-    def __init__(self, forward: Callable[..., torch.Tensor], config: Any):
-        self.forward, self.config = forward, config
+    def __init__(self, forward: Callable[..., torch.Tensor], config: Any,
+                 static_forward: Callable[..., torch.Tensor] | None = None):
+        self.forward, self.config, self.static_forward = forward, config, static_forward
+        # one static cache per size, reused: CUDA graphs replay on the tensors they were recorded with
+        self._static_caches: dict[int, StaticCache] = {}
         self._incoming: queue.SimpleQueue[Generation | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -119,9 +126,19 @@ class BatchDecoder:
                 newcomers, closing = self._take(block=batch is None, room=room, closing=closing)
                 ready = [generation for generation in newcomers if self._prefill(generation)]
                 if ready:
-                    batch = _Batch.join(batch, ready, self.config)
+                    batch = _Batch.join(batch, ready, self.config,
+                                        static=self._static_cache if self.static_forward is not None else None)
                 if batch is not None:
                     batch = self._step(batch)
+
+    def _static_cache(self, size: int) -> StaticCache:
+        """The static cache of ``size`` positions, emptied (only one generation at a time decodes on it)."""
+        cache = self._static_caches.get(size)
+        if cache is None:
+            cache = self._static_caches[size] = StaticCache(config=self.config, max_cache_len=size)
+        else:
+            cache.reset()
+        return cache
 
     def _take(self, *, block: bool, room: int, closing: bool) -> tuple[list[Generation], bool]:
         """Up to ``room`` generations handed over since the last step (waits for one when ``block``) and
@@ -155,7 +172,7 @@ class BatchDecoder:
     def _step(self, batch: _Batch) -> _Batch | None:
         """One forward pass: each row's next token; rows that are done leave with their caches."""
         try:
-            logits = self.forward(*batch.inputs())
+            logits = (self.static_forward if batch.static and self.static_forward else self.forward)(*batch.inputs())
             for generation, token in zip(batch.rows, self._choose(batch.rows, logits)):
                 generation.add(token)
         except BaseException as exc:
@@ -191,6 +208,7 @@ class _Batch:
 
     def __init__(self, rows: list[Generation], cache: Any, padding: list[int], config: Any):
         self.rows, self.cache, self.padding, self.config = rows, cache, padding, config
+        self.static = isinstance(cache, StaticCache)
         self.mask: torch.Tensor | None = None  # 1 where a row has a token, 0 on its padding; None: no padding
         if any(padding):
             width = cache.get_seq_length()
@@ -198,10 +216,19 @@ class _Batch:
             self.mask = (columns[None, :] >= torch.tensor(padding)[:, None]).long()
 
     @classmethod
-    def join(cls, batch: _Batch | None, newcomers: list[Generation], config: Any) -> _Batch:
-        """``batch`` with ``newcomers`` (prefilled) added: a new batch; the newcomers' caches are copied in."""
+    def join(cls, batch: _Batch | None, newcomers: list[Generation], config: Any,
+             static: Callable[[int], StaticCache] | None = None) -> _Batch:
+        """``batch`` with ``newcomers`` (prefilled) added: a new batch; the newcomers' caches are copied in.
+
+        ``static(size)``: a static cache of that many positions, for a generation decoding alone.
+        """
         if batch is None and len(newcomers) == 1:  # decoding alone: its own cache, fed as generate feeds it
-            return cls(newcomers, newcomers[0].cache, [0], config)
+            (generation,) = newcomers
+            if static is not None:
+                return cls(newcomers, _static_copy(generation, static), [0], config)
+            return cls(newcomers, generation.cache, [0], config)
+        if batch is not None and batch.static:  # a static cache holds one row: the batch goes dynamic
+            batch = cls(batch.rows, batch.cache_of(0), [0], config)
         parts = ([(batch.cache, batch.padding)] if batch is not None else []) + \
             [(generation.cache, [0]) for generation in newcomers]
         width = max(cache.get_seq_length() for cache, _ in parts)
@@ -220,19 +247,24 @@ class _Batch:
         """The forward pass's input ids, cache, position ids and attention mask for each row's last token."""
         device = self.cache.layers[0].keys.device
         tokens = torch.tensor([[generation.generated[-1]] for generation in self.rows], device=device)
-        width = self.cache.get_seq_length()
+        width = self.width()
         positions = torch.tensor([[width - pad] for pad in self.padding], device=device)
         if self.mask is None:
             return tokens, self.cache, positions, None
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
         return tokens, self.cache, positions, self.mask.to(device)
 
+    def width(self) -> int:
+        """The positions the cache holds (padding included): a static cache's are the ones written."""
+        return int(self.cache.layers[0].cumulative_length) if self.static else self.cache.get_seq_length()
+
     def cache_of(self, index: int) -> Any:
-        """Row ``index``'s cache, on its own (its padding dropped)."""
-        if len(self.rows) == 1 and not self.padding[0]:
+        """Row ``index``'s cache, on its own (its padding dropped): a dynamic cache."""
+        if len(self.rows) == 1 and not self.padding[0] and not self.static:
             return self.cache
-        pad = self.padding[index]
-        return DynamicCache(ddp_cache_data=[(layer.keys[index:index + 1, :, pad:], layer.values[index:index + 1, :, pad:])
+        pad, end = self.padding[index], self.width()
+        return DynamicCache(ddp_cache_data=[(layer.keys[index:index + 1, :, pad:end],
+                                             layer.values[index:index + 1, :, pad:end])
                                             for layer in self.cache.layers], config=self.config)
 
     def without(self, indices: list[int]) -> _Batch | None:
@@ -246,6 +278,16 @@ class _Batch:
                   for layer in self.cache.layers]
         return _Batch([self.rows[index] for index in kept], DynamicCache(ddp_cache_data=layers, config=self.config),
                       [self.padding[index] - trim for index in kept], self.config)
+
+
+def _static_copy(generation: Generation, static_cache: Callable[[int], StaticCache]) -> StaticCache:
+    """A static cache with room for all of ``generation``'s tokens (a multiple of :data:`STATIC_SIZES`),
+    holding the keys and values of its cache."""
+    needed = generation.cache.get_seq_length() + generation.max_new_tokens - len(generation.generated)
+    static = static_cache(-(-needed // STATIC_SIZES) * STATIC_SIZES)
+    for index, source in enumerate(generation.cache.layers):
+        static.update(source.keys, source.values, index)  # allocates the layer's tensors and copies the prefix in
+    return static
 
 
 def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:

@@ -20,12 +20,14 @@ instead of taking turns; a step that starts while others decode joins them at th
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import importlib.util
 import inspect
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -64,6 +66,8 @@ class TransformersModel(RawPromptModel):
         reuse_cache: keep the KV cache across steps (turn off only to measure what it saves).
         cached_sessions: how many conversations keep their KV cache between steps (the least recently
             used one loses it first); with more at once, the others prefill their whole prompt.
+        compiled: a step decoding alone runs on a static KV cache with a ``torch.compile``'d forward pass
+            (CUDA graphs on a GPU); the default is on CUDA only (on CPU compiling takes longer than it saves).
         trust_remote_code: for checkpoints that ship their own modelling code (the non ``-hf`` ones).
 
     Weights load on first use (or call :meth:`load`), with transformers' progress bar.
@@ -71,9 +75,8 @@ class TransformersModel(RawPromptModel):
 
     def __init__(self, model_id_or_path: str | os.PathLike[str] = DEFAULT_MODEL, device: str | None = None,
                  dtype: str | torch.dtype | None = None, *, load_in_4bit: bool = False,
-                 reuse_cache: bool = True, cached_sessions: int = 8, trust_remote_code: bool = False,
-                 chat_format: ChatFormat | None = None,
-                 thinking: bool = True):
+                 reuse_cache: bool = True, cached_sessions: int = 8, compiled: bool | None = None,
+                 trust_remote_code: bool = False, chat_format: ChatFormat | None = None, thinking: bool = True):
         self.model_id = str(model_id_or_path)
         self.requested_device, self.requested_dtype = device, dtype
         self.load_in_4bit = load_in_4bit
@@ -88,6 +91,7 @@ class TransformersModel(RawPromptModel):
         self._cache_name: str | None = None  # "cache" (transformers 5.24+) or "past_key_values"
         self._decoder: BatchDecoder | None = None  # runs the forward passes of every step, batched
         self.cached_sessions = cached_sessions
+        self.compiled = compiled
         self._sessions: list[_Session] = []  # the conversations with a cache, the least recently used first
         self._sessions_released = threading.Condition()  # guards _sessions; notified when a step ends
         self._lock = threading.Lock()  # loading and unloading
@@ -134,7 +138,11 @@ class TransformersModel(RawPromptModel):
         from ._decoding import BatchDecoder
 
         self.tokenizer, self.model = tokenizer, model
-        self._decoder = BatchDecoder(self._forward, model.config)
+        static_forward = None
+        if self.compiled if self.compiled is not None else device.type == "cuda":
+            # transformers' own compiled call, as generate uses with a static cache (mode "reduce-overhead")
+            static_forward = functools.partial(self._forward, call=model.get_compiled_call(None))
+        self._decoder = BatchDecoder(self._forward, model.config, static_forward)
         self._stop_ids = _stop_ids(tokenizer, self.model_id, self.chat_format)
         mismatch = formats.template_mismatch(self.chat_format, tokenizer)
         if mismatch:  # the KV reuse and the model's accuracy both rest on the prompt it was trained on
@@ -210,15 +218,15 @@ class TransformersModel(RawPromptModel):
         return Completion(text=text, stop_reason=stop_reason, usage=usage)
 
     def _forward(self, input_ids: torch.Tensor, cache: Any, position_ids: torch.Tensor | None,
-                 attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """One forward pass for the decoder: the logits of each row's last position."""
+                 attention_mask: torch.Tensor | None, call: Callable[..., Any] | None = None) -> torch.Tensor:
+        """One forward pass for the decoder (``call``: the compiled model): the logits of each row's last position."""
         device = self.model.device
         options: dict[str, Any] = {self._cache_argument(): cache}
         if position_ids is not None:
             options["position_ids"] = position_ids.to(device)
         if attention_mask is not None:
             options["attention_mask"] = attention_mask.to(device)
-        output = self.model(input_ids=input_ids.to(device), use_cache=True, logits_to_keep=1, **options)
+        output = (call or self.model)(input_ids=input_ids.to(device), use_cache=True, logits_to_keep=1, **options)
         return output.logits[:, -1, :]
 
     def _cache_argument(self) -> str:
