@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's agent, even where another is installed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny-model builders
 
 from kv_reuse import SIZES as TRAJECTORY_SIZES
@@ -54,9 +55,10 @@ TOPICS = ["the weather in Beijing", "python sandboxes", "GLM-4 All Tools", "brow
 
 
 def requests(count: int) -> list[str]:
-    """``count`` GLM-4 prompts of different lengths (8 to ~120 words of user text)."""
+    """``count`` GLM-4 prompts of different lengths (10 to ~50 words of user text: what an agent's step
+    prefills when the KV cache holds the conversation before it)."""
     return [glm4.render_prompt([Message(role="user", content=f"Tell me about {TOPICS[i % len(TOPICS)]}. "
-                                        + "Please explain it in detail. " * (1 + 3 * i))]) for i in range(count)]
+                                        + "Please explain it in detail. " * (1 + i))]) for i in range(count)]
 
 
 async def generate_one_at_a_time(model: TransformersModel, prompts: list[str], new_tokens: int) -> list[list[int]]:
@@ -117,8 +119,10 @@ async def main() -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda… (default: cuda when there is one)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 (default: bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--sessions", type=int, default=8, help="requests, and concurrent sessions on our side")
-    parser.add_argument("--new-tokens", type=int, default=64, help="max new tokens per request")
+    parser.add_argument("--new-tokens", type=int, default=128, help="max new tokens per request")
     parser.add_argument("--samples", type=int, default=3, help="interleaved runs of each side")
+    parser.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=None,
+                        help="our batch-1 decoding on a static cache with a compiled forward pass (default: on CUDA)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch's CPU threads for both sides (default: torch's; 1 on a small shared machine, "
                              "where a second thread waits for a busy core at every operation)")
@@ -134,7 +138,8 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         big = args.size != "tiny"  # half the bytes to write and read
         directory = build_tiny_glm(Path(tmp) / args.size, dtype="bfloat16" if big else "float32", **SIZES[args.size])
-        model = TransformersModel(directory, device=args.device, dtype=args.dtype, reuse_cache=False)
+        model = TransformersModel(directory, device=args.device, dtype=args.dtype, reuse_cache=False,
+                                  compiled=args.compiled)
         weights = await asyncio.to_thread(model.load)  # where steps load it (in the main thread, torch runs slower here)
         print(f"model: {type(weights).__name__} {weights.num_parameters() / 1e9:.2f}B parameters on {weights.device} "
               f"({str(weights.dtype).removeprefix('torch.')}); {args.sessions} requests of <= {args.new_tokens} "
@@ -142,8 +147,12 @@ async def main() -> None:
         limit, described = bandwidth_limit(model, args.bandwidth_gbs)
         print(described)
 
+        started = time.perf_counter()
         await generate_one_at_a_time(model, prompts[:2], 8)  # warm-up: kernels, allocator, threads
         await ours(model, prompts[:2], 8, together=True)
+        await ours(model, prompts, 8, together=False)  # compiles, where the static path is on
+        print(f"warm-up: {time.perf_counter() - started:.1f} s; ours compiled at batch 1: "
+              f"{model._decoder is not None and model._decoder.static_forward is not None}")
         rates: dict[str, list[float]] = {"generate": [], "ours": [], "batch8": []}
         identical = True
         for _ in range(args.samples):

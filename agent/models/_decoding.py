@@ -28,6 +28,7 @@ from typing import Any, cast
 
 import torch
 from transformers import DynamicCache, LogitsProcessorList, StaticCache, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers.cache_utils import DynamicLayer
 
 from ..policy import ModelSettings
 
@@ -241,7 +242,7 @@ class _Batch:
         rows = (batch.rows if batch is not None else []) + newcomers
         for generation in rows:
             generation.cache = None  # copied into the batch; a row's own cache is cut out of it when it ends
-        return cls(rows, DynamicCache(ddp_cache_data=layers, config=config), padding, config)
+        return cls(rows, _growing_cache(layers, config), padding, config)
 
     def inputs(self) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor | None]:
         """The forward pass's input ids, cache, position ids and attention mask for each row's last token."""
@@ -276,8 +277,45 @@ class _Batch:
         select = torch.tensor(kept, device=self.cache.layers[0].keys.device)
         layers = [(layer.keys.index_select(0, select)[:, :, trim:], layer.values.index_select(0, select)[:, :, trim:])
                   for layer in self.cache.layers]
-        return _Batch([self.rows[index] for index in kept], DynamicCache(ddp_cache_data=layers, config=self.config),
+        return _Batch([self.rows[index] for index in kept], _growing_cache(layers, self.config),
                       [self.padding[index] - trim for index in kept], self.config)
+
+
+class _GrowingLayer(DynamicLayer):
+    """A batch's cache layer: each step's keys and values are written into room reserved ahead (doubled
+    when full), instead of concatenated onto a copy of the whole layer as ``DynamicLayer`` does at every
+    step, a copy of every row's cache that costs more than the step's attention reads."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+        super().__init__()
+        self.lazy_initialization(keys, values)
+        self._keys, self._values = _with_room(keys, keys.shape[2]), _with_room(values, values.shape[2])
+        self.keys, self.values = self._keys[:, :, :keys.shape[2]], self._values[:, :, :values.shape[2]]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = cast(torch.Tensor, self.keys), cast(torch.Tensor, self.values)
+        start, end = keys.shape[2], keys.shape[2] + key_states.shape[2]
+        if end > self._keys.shape[2]:
+            self._keys, self._values = _with_room(keys, end), _with_room(values, end)
+        # past `start`: no view handed out before covers it
+        self._keys[:, :, start:end] = key_states
+        self._values[:, :, start:end] = value_states
+        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+        return self.keys, self.values
+
+
+def _with_room(tensor: torch.Tensor, needed: int) -> torch.Tensor:
+    """A tensor of ``needed`` positions or more (room for as many again, at least 64) starting with ``tensor``'s."""
+    room = tensor.new_empty((*tensor.shape[:2], max(2 * needed, needed + 64), tensor.shape[3]))
+    room[:, :, :tensor.shape[2]] = tensor
+    return room
+
+
+def _growing_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], config: Any) -> DynamicCache:
+    cache = DynamicCache(config=config)
+    cache.layers = [_GrowingLayer(keys, values) for keys, values in layers]
+    return cache
 
 
 def _static_copy(generation: Generation, static_cache: Callable[[int], StaticCache]) -> StaticCache:
