@@ -126,11 +126,17 @@ class BatchDecoder:
                 room = MAX_BATCH - (len(batch.rows) if batch is not None else 0)
                 newcomers, closing = self._take(block=batch is None, room=room, closing=closing)
                 ready = [generation for generation in newcomers if self._prefill(generation)]
-                if ready:
-                    batch = _Batch.join(batch, ready, self.config,
-                                        static=self._static_cache if self.static_forward is not None else None)
-                if batch is not None:
-                    batch = self._step(batch)
+                try:
+                    if ready:
+                        batch = _Batch.join(batch, ready, self.config,
+                                            static=self._static_cache if self.static_forward is not None else None)
+                    if batch is not None:
+                        batch = self._step(batch)
+                except BaseException as exc:  # out of memory copying caches, say: those steps fail, not the thread
+                    for generation in (batch.rows if batch is not None else []) + ready:
+                        if not generation.result.done():
+                            generation.result.set_exception(exc)
+                    batch = None
 
     def _static_cache(self, size: int) -> StaticCache:
         """The static cache of ``size`` positions, emptied (only one generation at a time decodes on it)."""

@@ -20,6 +20,7 @@ instead of taking turns; a step that starts while others decode joins them at th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import importlib.util
@@ -162,7 +163,7 @@ class TransformersModel(RawPromptModel):
         if on_token is not None:
             loop, pieces = asyncio.get_running_loop(), IncrementalDecoder(self.tokenizer)
             # ids come from the decoder's thread; they are turned into text, and shown, on the event loop's
-            generation.on_token = lambda token: loop.call_soon_threadsafe(self._show, token, pieces, on_token)
+            generation.on_token = functools.partial(self._post, loop, pieces, on_token)
         try:
             # the result is set after the last token was posted: every piece has been shown when this returns
             await asyncio.wrap_future(decoder.submit(generation))
@@ -174,6 +175,12 @@ class TransformersModel(RawPromptModel):
             if rest:
                 on_token(rest)
         return self._completion(generation)
+
+    def _post(self, loop: asyncio.AbstractEventLoop, pieces: IncrementalDecoder, on_token: TokenCallback,
+              token: int) -> None:
+        """Hand a token to the event loop (from the decoder's thread): a loop already closed gets nothing."""
+        with contextlib.suppress(RuntimeError):  # closed after its step was cancelled: no one is listening
+            loop.call_soon_threadsafe(self._show, token, pieces, on_token)
 
     def _show(self, token: int, pieces: IncrementalDecoder, on_token: TokenCallback) -> None:
         if token not in self._stop_ids:
