@@ -183,3 +183,16 @@ async def test_the_compiled_static_cache_path_writes_what_the_dynamic_one_does(t
     expected = await one_at_a_time(tiny_glm_dir, [first, first + alone.text + "<|user|>\nagain", second], [40, 300, 10])
     assert [alone.text, continued.text, joined.text] == [c.text for c in expected]
     assert continued.usage.reused_tokens >= alone.usage.prompt_tokens
+
+
+async def test_a_step_cancelled_while_it_is_prepared_gives_its_cache_back(tiny_glm_dir):
+    model = TransformersModel(tiny_glm_dir)
+    first = await model.complete(prompt(8), ModelSettings(max_new_tokens=4))
+    follow_up = prompt(8) + first.text + "<|user|>\nmore"
+    task = asyncio.create_task(model.complete(follow_up, ModelSettings(max_new_tokens=4)))
+    await asyncio.sleep(0)  # it is in the worker thread, tokenizing
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    again = await model.complete(follow_up, ModelSettings(max_new_tokens=4))
+    assert again.usage.reused_tokens >= first.usage.prompt_tokens

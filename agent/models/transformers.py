@@ -156,7 +156,14 @@ class TransformersModel(RawPromptModel):
     async def complete(self, prompt: str, settings: ModelSettings, on_token: TokenCallback | None = None,
                        *, tools: list[ToolSpec] | None = None) -> Completion:
         """Continue a rendered GLM-4 prompt until a stop token; ``tools`` enable constrained calls."""
-        generation = await asyncio.to_thread(self._prepare, prompt, settings, tools or [])
+        cancelled = threading.Event()
+        preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare, prompt, settings, tools or [], cancelled))
+        try:
+            generation = await asyncio.shield(preparing)
+        except asyncio.CancelledError:  # the thread still prepares it: then it is dropped, its cache given back
+            cancelled.set()
+            preparing.add_done_callback(_abandon)
+            raise
         decoder = self._decoder
         assert decoder is not None  # _prepare loaded the model
         pieces = None
@@ -168,7 +175,7 @@ class TransformersModel(RawPromptModel):
             # the result is set after the last token was posted: every piece has been shown when this returns
             await asyncio.wrap_future(decoder.submit(generation))
         except asyncio.CancelledError:
-            generation.cancelled.set()  # the decoder stops it after its current token; the others go on
+            cancelled.set()  # the decoder stops it after its current token; the others go on
             raise
         if pieces is not None and on_token is not None:
             rest = pieces.flush()  # what was held back: the generation ended inside a character, or at the limit
@@ -188,12 +195,13 @@ class TransformersModel(RawPromptModel):
             if piece:
                 on_token(piece)
 
-    def _prepare(self, prompt: str, settings: ModelSettings, tools: list[ToolSpec]) -> Generation:
+    def _prepare(self, prompt: str, settings: ModelSettings, tools: list[ToolSpec],
+                 cancelled: threading.Event) -> Generation:
         """The generation of one step, on its conversation's cache (in a worker thread: it tokenizes)."""
         from ._decoding import Generation, sampling_processors
 
         self.load()
-        session, prompt_ids = self._check_out(prompt)
+        session, prompt_ids = self._check_out(prompt, cancelled)
         try:
             limit = getattr(self.model.config, "max_position_embeddings", None)
             if not prompt_ids:
@@ -206,12 +214,12 @@ class TransformersModel(RawPromptModel):
             processors.extend(sampling_processors(settings))
             generation = Generation(
                 prompt_ids, session.cache, reused, stop_ids=self._stop_ids, sample=settings.temperature != 0,
+                cancelled=cancelled,
                 max_new_tokens=min(settings.max_new_tokens, limit - len(prompt_ids)) if limit else settings.max_new_tokens,
                 processors=processors)
         except BaseException:
             self._check_in(session, None)
             raise
-        session.generation = generation
         generation.result.add_done_callback(lambda _: self._check_in(session, generation))
         return generation
 
@@ -246,7 +254,7 @@ class TransformersModel(RawPromptModel):
 
     # --- conversations and their caches -----------------------------------------------------------
 
-    def _check_out(self, prompt: str) -> tuple[_Session, list[int]]:
+    def _check_out(self, prompt: str, cancelled: threading.Event) -> tuple[_Session, list[int]]:
         """The conversation ``prompt`` continues (its cache now in this step's hands) and the prompt's ids.
 
         A conversation is recognised by its text: the step's prompt starts with its last prompt. A prompt
@@ -264,10 +272,10 @@ class TransformersModel(RawPromptModel):
             if session is not None and session.busy:  # the same prompt, twice at once: the second starts afresh
                 session = None
             if session is not None:
-                session.busy, session.text = True, prompt
+                session.busy, session.text, session.cancelled = True, prompt, cancelled
         if session is not None:
             return session, session.tokenizer(prompt)
-        session = _Session(PromptTokenizer(self.tokenizer), text=prompt, busy=True)
+        session = _Session(PromptTokenizer(self.tokenizer), text=prompt, busy=True, cancelled=cancelled)
         prompt_ids = session.tokenizer(prompt)
         with self._sessions_released:
             if self.reuse_cache:
@@ -307,7 +315,7 @@ class TransformersModel(RawPromptModel):
         """Give the conversation back its cache after a step (on the decoder's thread): the keys and values
         of the prompt and of every generated token but the last, which was never fed back."""
         with self._sessions_released:
-            session.busy, session.generation = False, None
+            session.busy = False
             self._sessions_released.notify_all()
             result = generation.result if generation is not None else None
             if generation is None or result is None or (not result.cancelled() and result.exception() is not None):
@@ -373,11 +381,17 @@ class _Session:
     ids: list[int] = field(default_factory=list)  # the tokens whose keys and values `cache` holds
     cache: Any = None
     busy: bool = False  # a step of it is being prepared or decoded
-    generation: Generation | None = None  # that step, once prepared
+    cancelled: threading.Event | None = None  # set when that step is cancelled
 
     def stopping(self) -> bool:
-        """Whether its step was cancelled and is only waiting for the decoder to let go."""
-        return self.generation is not None and self.generation.cancelled.is_set()
+        """Whether its step was cancelled and only waits for the decoder (or the tokenizing) to let go."""
+        return self.busy and self.cancelled is not None and self.cancelled.is_set()
+
+
+def _abandon(preparing: asyncio.Future[Generation]) -> None:
+    """Cancel a generation prepared for a step that was cancelled meanwhile (its conversation gets its cache back)."""
+    if not preparing.cancelled() and preparing.exception() is None:
+        preparing.result().result.cancel()
 
 
 class IncrementalDecoder:
