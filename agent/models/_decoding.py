@@ -9,9 +9,11 @@ one that stops (a stop token, its token limit, a cancellation) leaves at once, w
 
 The batch's caches are the generations' caches left-padded to a common length, with an attention mask
 that hides the padding and each row's own positions; it is rebuilt only when a generation joins or
-leaves. A batch of one is that generation's cache itself, fed exactly as ``model.generate`` feeds it.
-Tokens are chosen as ``generate`` chooses them (the logits processors in order, then the argmax or a
-draw), so in float32 a generation's greedy output does not depend on what else is in the batch.
+leaves, and grows into room reserved ahead. A batch of one is that generation's cache itself, fed
+exactly as ``model.generate`` feeds it. Tokens are chosen as ``generate`` chooses them (the logits
+processors in order, then the argmax or a draw). A row's logits differ from its logits alone only by
+rounding (padding, other matrix shapes), so in float32 greedy outputs are the same batched or not (the
+tests check it); in bf16 a near-tie may go the other way, as with a prefill in pieces.
 
 Imported when a local model generates, since it loads torch and transformers.
 """
@@ -19,7 +21,6 @@ Imported when a local model generates, since it loads torch and transformers.
 from __future__ import annotations
 
 import concurrent.futures
-import logging
 import queue
 import threading
 from collections.abc import Callable, Collection
@@ -31,8 +32,6 @@ from transformers import DynamicCache, LogitsProcessorList, StaticCache, Tempera
 from transformers.cache_utils import DynamicLayer
 
 from ..policy import ModelSettings
-
-log = logging.getLogger(__name__)
 
 MAX_BATCH = 32  # generations decoded together; more wait for a place (bounds the memory of one forward pass)
 STATIC_SIZES = 512  # a static cache holds a multiple of this many tokens: one compiled graph per size used
