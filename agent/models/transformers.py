@@ -2,12 +2,16 @@
 
 An agent's prompt only grows: step N+1's prompt is step N's prompt, plus what the model wrote, plus
 the observation. Backends that re-read the whole conversation at every step pay a prefill that grows
-with each step (quadratic over a run). This backend keeps the KV cache and the token ids it covers;
-at the next step it crops the cache to the longest prefix it shares with the new prompt and hands both
-to ``model.generate``, which prefills only the tokens the cache lacks. When the prefix changed (edited
-history, another conversation) it falls back to a full prefill, so reuse never changes what the model
-sees: greedy output with reuse equals greedy output without it. Decoding, sampling, stop tokens and
-streaming are transformers' own; what this module adds to them is the prefix bookkeeping.
+with each step (quadratic over a run). This backend keeps, for each conversation it serves (up to
+``cached_sessions`` of them), the KV cache and the token ids it covers; at the next step it crops the
+cache to the longest prefix it shares with the new prompt, so only the tokens the cache lacks are
+prefilled. When the prefix changed (edited history, another conversation) it falls back to a full
+prefill, so reuse never changes what the model sees: greedy output with reuse equals greedy output
+without it.
+
+Decoding is :class:`~agent.models._decoding.BatchDecoder`'s: the steps of several conversations at
+once (agents in a web UI, an eval run) decode together, one forward pass giving each its next token,
+instead of taking turns; a step that starts while others decode joins them at the next token.
 
 >>> model = TransformersModel("/models/glm-4-9b-chat-hf")    # doctest: +SKIP
 >>> agent = Agent(model=model, tools=["python"])            # doctest: +SKIP
@@ -16,6 +20,8 @@ streaming are transformers' own; what this module adds to them is the prefix boo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import gc
 import importlib.util
 import inspect
@@ -23,6 +29,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -37,6 +44,8 @@ from .hub import hub_unavailable
 
 if TYPE_CHECKING:  # torch and transformers load only when a local model is used
     import torch
+
+    from ._decoding import BatchDecoder, Generation
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,10 @@ class TransformersModel(RawPromptModel):
         dtype: ``torch.bfloat16`` or its name; bf16 on CUDA and float32 on CPU by default.
         load_in_4bit: load 4-bit weights with bitsandbytes (CUDA only; about 6 GB for GLM-4-9B).
         reuse_cache: keep the KV cache across steps (turn off only to measure what it saves).
+        cached_sessions: how many conversations keep their KV cache between steps (the least recently
+            used one loses it first); with more at once, the others prefill their whole prompt.
+        compiled: a step decoding alone runs on a static KV cache with a ``torch.compile``'d forward pass
+            (CUDA graphs on a GPU); the default is on CUDA only (on CPU compiling takes longer than it saves).
         trust_remote_code: for checkpoints that ship their own modelling code (the non ``-hf`` ones).
 
     Weights load on first use (or call :meth:`load`), with transformers' progress bar.
@@ -63,8 +76,8 @@ class TransformersModel(RawPromptModel):
 
     def __init__(self, model_id_or_path: str | os.PathLike[str] = DEFAULT_MODEL, device: str | None = None,
                  dtype: str | torch.dtype | None = None, *, load_in_4bit: bool = False,
-                 reuse_cache: bool = True, trust_remote_code: bool = False, chat_format: ChatFormat | None = None,
-                 thinking: bool = True):
+                 reuse_cache: bool = True, cached_sessions: int = 8, compiled: bool | None = None,
+                 trust_remote_code: bool = False, chat_format: ChatFormat | None = None, thinking: bool = True):
         self.model_id = str(model_id_or_path)
         self.requested_device, self.requested_dtype = device, dtype
         self.load_in_4bit = load_in_4bit
@@ -75,12 +88,14 @@ class TransformersModel(RawPromptModel):
         self.chat_format = chat_format or formats.chat_format(_checkpoint_format(self._source), thinking=thinking)
         self.model: Any = None
         self.tokenizer: Any = None
-        self._prompt_tokenizer: Any = None  # a PromptTokenizer: tokenizes only what each step added
         self._stop_ids: dict[int, StopReason] = {}
-        self._cache: Any = None
         self._cache_name: str | None = None  # "cache" (transformers 5.24+) or "past_key_values"
-        self._cached_ids: list[int] = []  # the tokens whose keys and values self._cache holds
-        self._lock = threading.Lock()  # one generation at a time: they share the cache
+        self._decoder: BatchDecoder | None = None  # runs the forward passes of every step, batched
+        self.cached_sessions = cached_sessions
+        self.compiled = compiled
+        self._sessions: list[_Session] = []  # the conversations with a cache, the least recently used first
+        self._sessions_released = threading.Condition()  # guards _sessions; notified when a step ends
+        self._lock = threading.Lock()  # loading and unloading
 
     @property
     def name(self) -> str:
@@ -121,8 +136,14 @@ class TransformersModel(RawPromptModel):
         if device.type == "cpu" and model.num_parameters() > _CPU_WARNING_PARAMETERS:
             log.warning("Running a %.0fB-parameter model on CPU: expect seconds per token; use a GPU or "
                         "--base-url for real work.", model.num_parameters() / 1e9)
+        from ._decoding import BatchDecoder
+
         self.tokenizer, self.model = tokenizer, model
-        self._prompt_tokenizer = PromptTokenizer(tokenizer)
+        static_forward = None
+        if self.compiled if self.compiled is not None else device.type == "cuda":
+            # transformers' own compiled call, as generate uses with a static cache (mode "reduce-overhead")
+            static_forward = functools.partial(self._forward, call=model.get_compiled_call(None))
+        self._decoder = BatchDecoder(self._forward, model.config, static_forward)
         self._stop_ids = _stop_ids(tokenizer, self.model_id, self.chat_format)
         mismatch = formats.template_mismatch(self.chat_format, tokenizer)
         if mismatch:  # the KV reuse and the model's accuracy both rest on the prompt it was trained on
@@ -135,68 +156,93 @@ class TransformersModel(RawPromptModel):
     async def complete(self, prompt: str, settings: ModelSettings, on_token: TokenCallback | None = None,
                        *, tools: list[ToolSpec] | None = None) -> Completion:
         """Continue a rendered GLM-4 prompt until a stop token; ``tools`` enable constrained calls."""
-        loop = asyncio.get_running_loop()
-        emit = None
-        if on_token is not None:
-            # tokens are produced in a worker thread; the callback runs on the event loop's thread
-            emit = lambda piece: loop.call_soon_threadsafe(on_token, piece)
         cancelled = threading.Event()
+        preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare, prompt, settings, tools or [], cancelled))
         try:
-            return await asyncio.to_thread(self._complete, prompt, settings, tools or [], emit, cancelled)
-        except asyncio.CancelledError:
-            cancelled.set()  # the thread stops after its current token and leaves the cache consistent
+            generation = await asyncio.shield(preparing)
+        except asyncio.CancelledError:  # the thread still prepares it: then it is dropped, its cache given back
+            cancelled.set()
+            preparing.add_done_callback(_abandon)
             raise
+        decoder = self._decoder
+        assert decoder is not None  # _prepare loaded the model
+        pieces = None
+        if on_token is not None:
+            loop, pieces = asyncio.get_running_loop(), IncrementalDecoder(self.tokenizer)
+            # ids come from the decoder's thread; they are turned into text, and shown, on the event loop's
+            generation.on_token = functools.partial(self._post, loop, pieces, on_token)
+        try:
+            # the result is set after the last token was posted: every piece has been shown when this returns
+            await asyncio.wrap_future(decoder.submit(generation))
+        except asyncio.CancelledError:
+            cancelled.set()  # the decoder stops it after its current token; the others go on
+            raise
+        if pieces is not None and on_token is not None:
+            rest = pieces.flush()  # what was held back: the generation ended inside a character, or at the limit
+            if rest:
+                on_token(rest)
+        return self._completion(generation)
 
-    def _complete(self, prompt: str, settings: ModelSettings, tools: list[ToolSpec],
-                  emit: Callable[[str], Any] | None, cancelled: threading.Event) -> Completion:
-        import torch
+    def _post(self, loop: asyncio.AbstractEventLoop, pieces: IncrementalDecoder, on_token: TokenCallback,
+              token: int) -> None:
+        """Hand a token to the event loop (from the decoder's thread): a loop already closed gets nothing."""
+        with contextlib.suppress(RuntimeError):  # closed after its step was cancelled: no one is listening
+            loop.call_soon_threadsafe(self._show, token, pieces, on_token)
+
+    def _show(self, token: int, pieces: IncrementalDecoder, on_token: TokenCallback) -> None:
+        if token not in self._stop_ids:
+            piece = pieces.push(token)
+            if piece:
+                on_token(piece)
+
+    def _prepare(self, prompt: str, settings: ModelSettings, tools: list[ToolSpec],
+                 cancelled: threading.Event) -> Generation:
+        """The generation of one step, on its conversation's cache (in a worker thread: it tokenizes)."""
+        from ._decoding import Generation, sampling_processors
 
         self.load()
-        prompt_ids = self._prompt_tokenizer(prompt)  # equal to tokenizing the whole prompt, at the cost of the new text
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        if not prompt_ids:
-            raise ModelError("The prompt is empty: pass a rendered prompt (the model's chat_format.render).")
-        if limit and len(prompt_ids) >= limit:
-            raise ModelError(f"The conversation is {len(prompt_ids)} tokens, more than the model's context of "
-                             f"{limit}: start a new run or lower the output size of tools.")
-        max_new_tokens = min(settings.max_new_tokens, limit - len(prompt_ids)) if limit else settings.max_new_tokens
-        with self._lock, torch.inference_mode():
-            try:
-                return self._generate(prompt_ids, max_new_tokens, settings, tools, emit, cancelled)
-            except BaseException:
-                self.reset_cache()  # a half-written cache must not be reused
-                raise
+        session, prompt_ids = self._check_out(prompt, cancelled)
+        try:
+            limit = getattr(self.model.config, "max_position_embeddings", None)
+            if not prompt_ids:
+                raise ModelError("The prompt is empty: pass a rendered prompt (the model's chat_format.render).")
+            if limit and len(prompt_ids) >= limit:
+                raise ModelError(f"The conversation is {len(prompt_ids)} tokens, more than the model's context of "
+                                 f"{limit}: start a new run or lower the output size of tools.")
+            reused = self._reuse_prefix(session, prompt_ids)
+            processors = self._logits_processors(settings, tools)
+            processors.extend(sampling_processors(settings))
+            generation = Generation(
+                prompt_ids, session.cache, reused, stop_ids=self._stop_ids, sample=settings.temperature != 0,
+                cancelled=cancelled,
+                max_new_tokens=min(settings.max_new_tokens, limit - len(prompt_ids)) if limit else settings.max_new_tokens,
+                processors=processors)
+        except BaseException:
+            self._check_in(session, None)
+            raise
+        generation.result.add_done_callback(lambda _: self._check_in(session, generation))
+        return generation
 
-    def _generate(self, prompt_ids: list[int], max_new_tokens: int, settings: ModelSettings, tools: list[ToolSpec],
-                  emit: Callable[[str], Any] | None, cancelled: threading.Event) -> Completion:
-        """``model.generate`` on top of the cached prefix: it prefills only the tokens the cache lacks."""
-        import torch
-        from transformers import DynamicCache, StoppingCriteriaList
-
-        from ._generation import Cancelled, TokenStreamer, sampling_arguments
-
-        reused = self._reuse_prefix(prompt_ids)
-        if self._cache is None:
-            self._cache = DynamicCache(config=self.model.config)
-        streamer = None
-        if emit is not None:
-            streamer = TokenStreamer(IncrementalDecoder(self.tokenizer), emit, skip=set(self._stop_ids))
-        input_ids = torch.tensor([prompt_ids], device=self.model.device)
-        output = self.model.generate(
-            input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
-            eos_token_id=list(self._stop_ids), logits_processor=self._logits_processors(settings, tools),
-            stopping_criteria=StoppingCriteriaList([Cancelled(cancelled)]), streamer=streamer,
-            **sampling_arguments(settings), **{self._cache_argument(): self._cache})
-        generated = output[0, len(prompt_ids):].tolist()
-        self._cached_ids = prompt_ids + generated[:-1]  # the last token was never fed back
-        if self._cache.get_seq_length() != len(self._cached_ids):  # not what this version of generate left
-            self.reset_cache()
+    def _completion(self, generation: Generation) -> Completion:
+        generated, prompt_tokens, reused = generation.generated, len(generation.prompt_ids), generation.reused
         stop_reason: StopReason = self._stop_ids.get(generated[-1], "length") if generated else "length"
         body = generated[:-1] if stop_reason != "length" else generated
         text = self.tokenizer.decode(body, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=len(generated),
-                      prefilled_tokens=len(prompt_ids) - reused, reused_tokens=reused)
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=len(generated),
+                      prefilled_tokens=prompt_tokens - reused, reused_tokens=reused)
         return Completion(text=text, stop_reason=stop_reason, usage=usage)
+
+    def _forward(self, input_ids: torch.Tensor, cache: Any, position_ids: torch.Tensor | None,
+                 attention_mask: torch.Tensor | None, call: Callable[..., Any] | None = None) -> torch.Tensor:
+        """One forward pass for the decoder (``call``: the compiled model): the logits of each row's last position."""
+        device = self.model.device
+        options: dict[str, Any] = {self._cache_argument(): cache}
+        if position_ids is not None:
+            options["position_ids"] = position_ids.to(device)
+        if attention_mask is not None:
+            options["attention_mask"] = attention_mask.to(device)
+        output = (call or self.model)(input_ids=input_ids.to(device), use_cache=True, logits_to_keep=1, **options)
+        return output.logits[:, -1, :]
 
     def _cache_argument(self) -> str:
         # transformers 5.24 renamed `past_key_values` to `cache` (the old name warns, and goes in 6.0); older
@@ -206,31 +252,95 @@ class TransformersModel(RawPromptModel):
                 else "past_key_values"
         return self._cache_name
 
-    def _reuse_prefix(self, prompt_ids: list[int]) -> int:
-        """Crop the cache to the longest prefix it shares with the prompt; returns that length.
+    # --- conversations and their caches -----------------------------------------------------------
+
+    def _check_out(self, prompt: str, cancelled: threading.Event) -> tuple[_Session, list[int]]:
+        """The conversation ``prompt`` continues (its cache now in this step's hands) and the prompt's ids.
+
+        A conversation is recognised by its text: the step's prompt starts with its last prompt. A prompt
+        that continues none (a new run, edited history) starts a conversation, with a copy of the longest
+        prefix it shares with a cached one (another run's system prompt and tools, say).
+        """
+        with self._sessions_released:
+            grown = [session for session in self._sessions if self.reuse_cache and prompt.startswith(session.text)]
+            session = max(grown, key=lambda session: len(session.text), default=None)
+            if session is not None and session.busy and session.stopping():
+                # its last step was cancelled: the decoder lets go of the cache after the current token
+                stopping = session
+                self._sessions_released.wait_for(lambda: not stopping.busy)
+                session = session if session in self._sessions else None
+            if session is not None and session.busy:  # the same prompt, twice at once: the second starts afresh
+                session = None
+            if session is not None:
+                session.busy, session.text, session.cancelled = True, prompt, cancelled
+        if session is not None:
+            return session, session.tokenizer(prompt)
+        session = _Session(PromptTokenizer(self.tokenizer), text=prompt, busy=True, cancelled=cancelled)
+        prompt_ids = session.tokenizer(prompt)
+        with self._sessions_released:
+            if self.reuse_cache:
+                self._sessions.append(session)
+            shared = {other: shared_prefix(other.ids, prompt_ids) for other in self._sessions
+                      if not other.busy and other.cache is not None}
+            start = max(shared, key=lambda other: shared[other], default=None)
+            length = shared[start] if start is not None else 0
+            # tensors in a cache are never written in place (cropping slices, a step concatenates): these stay
+            prefix = [(layer.keys[:, :, :length], layer.values[:, :, :length]) for layer in start.cache.layers] \
+                if start is not None and length else None
+        if prefix is not None:
+            from transformers import DynamicCache
+
+            session.cache = DynamicCache(ddp_cache_data=prefix, config=self.model.config)  # a copy: theirs stays
+            session.ids = prompt_ids[:length]
+        return session, prompt_ids
+
+    def _reuse_prefix(self, session: _Session, prompt_ids: list[int]) -> int:
+        """Crop the session's cache to the longest prefix it shares with the prompt; returns that length.
 
         At least one prompt token is always fed again, since the next token's logits come from it.
         """
-        if not self.reuse_cache or self._cache is None:
-            self.reset_cache()
+        from transformers import DynamicCache
+
+        shared = min(shared_prefix(session.ids, prompt_ids), len(prompt_ids) - 1) if self.reuse_cache else 0
+        if shared == 0 or session.cache is None or not getattr(session.cache, "is_croppable", True):
+            session.cache, session.ids = DynamicCache(config=self.model.config), []
             return 0
-        shared = 0
-        for cached, new in zip(self._cached_ids, prompt_ids[:-1]):
-            if cached != new:
-                break
-            shared += 1
-        surplus = self._cache.get_seq_length() - shared
-        if shared == 0 or not getattr(self._cache, "is_croppable", True):
-            self.reset_cache()
-            return 0
+        surplus = session.cache.get_seq_length() - shared
         if surplus > 0:
-            self._cache.crop(-surplus)  # negative: drop that many tokens from the end
-        del self._cached_ids[shared:]
+            session.cache.crop(-surplus)  # negative: drop that many tokens from the end
+        del session.ids[shared:]
         return shared
 
+    def _check_in(self, session: _Session, generation: Generation | None) -> None:
+        """Give the conversation back its cache after a step (on the decoder's thread): the keys and values
+        of the prompt and of every generated token but the last, which was never fed back."""
+        with self._sessions_released:
+            session.busy = False
+            self._sessions_released.notify_all()
+            result = generation.result if generation is not None else None
+            if generation is None or result is None or (not result.cancelled() and result.exception() is not None):
+                kept = None  # failed: a half-written cache must not be reused
+            elif result.cancelled():  # cancelled before its turn came: the cache is as _reuse_prefix left it
+                kept = generation.prompt_ids[:generation.reused]
+            else:
+                kept = generation.prompt_ids + generation.generated[:-1]
+            if kept is None or generation is None or generation.cache is None \
+                    or generation.cache.get_seq_length() != len(kept):
+                if session in self._sessions:
+                    self._sessions.remove(session)
+                return
+            session.ids, session.cache = kept, generation.cache
+            if session in self._sessions:  # the most recently used last; beyond the limit, the oldest go
+                self._sessions.remove(session)
+                self._sessions.append(session)
+            idle = [other for other in self._sessions if not other.busy]
+            for other in idle[:max(0, len(self._sessions) - self.cached_sessions)]:
+                self._sessions.remove(other)
+
     def reset_cache(self) -> None:
-        """Forget the KV cache; the next step prefills its whole prompt."""
-        self._cache, self._cached_ids = None, []
+        """Forget the KV caches; the next step of every conversation prefills its whole prompt."""
+        with self._sessions_released:
+            self._sessions = [session for session in self._sessions if session.busy]
 
     def _logits_processors(self, settings: ModelSettings, tools: list[ToolSpec]) -> Any:
         from transformers import LogitsProcessorList
@@ -245,19 +355,43 @@ class TransformersModel(RawPromptModel):
         return processors
 
     async def aclose(self) -> None:
-        """Free the KV cache and the weights (a later step loads them again)."""
-        await asyncio.to_thread(self._unload)  # waits for a generation still finishing its token
+        """Free the KV caches and the weights (a later step loads them again)."""
+        await asyncio.to_thread(self._unload)  # waits for the generations still decoding
 
     def _unload(self) -> None:
         with self._lock:
             on_gpu = self.model is not None and self.model.device.type == "cuda"
+            if self._decoder is not None:
+                self._decoder.close()
             self.reset_cache()
-            self.model = self.tokenizer = self._prompt_tokenizer = None
+            self.model = self.tokenizer = self._decoder = None
         if on_gpu:
             import torch
 
             gc.collect()
             torch.cuda.empty_cache()  # give the memory back to other processes, not just to torch's pool
+
+
+@dataclass(eq=False)
+class _Session:
+    """A conversation this model has seen: its last prompt, that prompt's tokenizer, and a KV cache."""
+
+    tokenizer: PromptTokenizer  # tokenizes only what each step added
+    text: str = ""  # the last prompt
+    ids: list[int] = field(default_factory=list)  # the tokens whose keys and values `cache` holds
+    cache: Any = None
+    busy: bool = False  # a step of it is being prepared or decoded
+    cancelled: threading.Event | None = None  # set when that step is cancelled
+
+    def stopping(self) -> bool:
+        """Whether its step was cancelled and only waits for the decoder (or the tokenizing) to let go."""
+        return self.busy and self.cancelled is not None and self.cancelled.is_set()
+
+
+def _abandon(preparing: asyncio.Future[Generation]) -> None:
+    """Cancel a generation prepared for a step that was cancelled meanwhile (its conversation gets its cache back)."""
+    if not preparing.cancelled() and preparing.exception() is None:
+        preparing.result().result.cancel()
 
 
 class IncrementalDecoder:
@@ -293,6 +427,23 @@ class IncrementalDecoder:
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def shared_prefix(cached: list[int], new: list[int]) -> int:
+    """How many ids ``cached`` and ``new`` share from the start; list slices compare in C, not per id here."""
+    length = min(len(cached), len(new))
+    if cached[:length] == new[:length]:  # the usual step: the new prompt extends the cached ids
+        return length
+    low, high = 0, length  # cached[:low] == new[:low], and the ids differ before high
+    while high - low > 64:  # halve the range with slice comparisons, then walk the last few ids
+        middle = (low + high) // 2
+        if cached[low:middle] == new[low:middle]:
+            low = middle
+        else:
+            high = middle
+    while low < high and cached[low] == new[low]:
+        low += 1
+    return low
 
 
 def _checkpoint_format(source: str) -> str:
