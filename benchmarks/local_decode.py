@@ -3,11 +3,15 @@
 Eight requests (GLM-4 prompts of different lengths, greedy, up to ``--new-tokens`` tokens each) are
 served three ways, interleaved over ``--samples`` samples so that load on the machine falls on all alike:
 
-- ``generate``: transformers' ``model.generate``, one request after another in a worker thread (what a
-  local backend built on it does when several sessions share the model: they take turns);
+- ``generate``: transformers' ``model.generate``, one request after another (what a local backend built
+  on it does when several sessions share the model: they take turns);
 - ``ours, batch 1``: ``TransformersModel.complete``, one request after another;
 - ``ours, 8 sessions``: the eight ``complete`` calls at once (``asyncio.gather``) on the one model, whose
   decoder steps them together.
+
+Each side runs in a process of its own, on the same checkpoint, as a user runs one: once two threads of
+one process have run torch's parallel CPU kernels, GNU OpenMP throttles its idle threads' spinning (it
+then has more threads than cores), which slowed whichever side ran second by up to 40% here.
 
 KV reuse is off on our side (``reuse_cache=False``), so both sides prefill every prompt whole; the
 outputs are checked to be identical. Printed: generated tokens per second of each side (min/median/max
@@ -26,7 +30,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -61,19 +68,18 @@ def requests(count: int) -> list[str]:
                                         + "Please explain it in detail. " * (1 + i))]) for i in range(count)]
 
 
-async def generate_one_at_a_time(model: TransformersModel, prompts: list[str], new_tokens: int) -> list[list[int]]:
-    """Plain ``model.generate``, greedy, with the model's stop tokens: each request in turn, in a worker thread."""
+def generate_one_at_a_time(model: TransformersModel, prompts: list[str], new_tokens: int) -> list[list[int]]:
+    """Plain ``model.generate``, greedy, with the model's stop tokens: each request in turn."""
     import torch
 
     stop_ids = list(model._stop_ids)
-
-    def generate(prompt: str) -> list[int]:
+    generated = []
+    for prompt in prompts:
         ids = torch.tensor([model.tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=model.device)
         output = model.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
                                       do_sample=False, eos_token_id=stop_ids, pad_token_id=stop_ids[0])
-        return output[0, ids.shape[1]:].tolist()
-
-    return [await asyncio.to_thread(generate, prompt) for prompt in prompts]
+        generated.append(output[0, ids.shape[1]:].tolist())
+    return generated
 
 
 async def ours(model: TransformersModel, prompts: list[str], new_tokens: int, together: bool) -> tuple[list[str], int]:
@@ -113,7 +119,71 @@ def spread(values: list[float]) -> str:
     return f"{min(values):.1f}/{statistics.median(values):.1f}/{max(values):.1f}"
 
 
-async def main() -> None:
+def run_side(args: argparse.Namespace) -> None:
+    """A child process serving one side: loads the model, warms up, then runs each command read from stdin
+    (``generate``, ``ours``, ``batch8``) and answers a JSON line with its tokens/s and texts."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    prompts = requests(args.sessions)
+    model = TransformersModel(args.checkpoint, device=args.device, dtype=args.dtype, reuse_cache=False,
+                              compiled=args.compiled)
+    weights = model.load()
+
+    def sample(command: str, new_tokens: int) -> tuple[float, list[str]]:
+        started = time.perf_counter()
+        if command == "generate":
+            generated = generate_one_at_a_time(model, prompts, new_tokens)
+            texts, tokens = [text_of(model, ids) for ids in generated], sum(map(len, generated))
+        else:
+            texts, tokens = asyncio.run(ours(model, prompts, new_tokens, together=command == "batch8"))
+        return tokens / (time.perf_counter() - started), texts
+
+    if args.side == "generate":
+        sample("generate", 8)  # warm-up: kernels, allocator, threads
+    else:
+        sample("batch8", 8)
+        sample("ours", 8)  # compiles, where the static path is on
+    limit, described = bandwidth_limit(model, args.bandwidth_gbs)
+    compiled = model._decoder is not None and model._decoder.static_forward is not None
+    print(json.dumps({"model": f"{type(weights).__name__} {weights.num_parameters() / 1e9:.2f}B parameters on "
+                               f"{weights.device} ({str(weights.dtype).removeprefix('torch.')})",
+                      "limit": limit, "described": described, "compiled": compiled}), flush=True)
+    for line in sys.stdin:
+        tps, texts = sample(line.strip(), args.new_tokens)
+        print(json.dumps({"tps": tps, "texts": texts}), flush=True)
+
+
+class Side:
+    """A child process running one side (see :func:`run_side`), on the checkpoint the parent built."""
+
+    def __init__(self, side: str, checkpoint: Path, argv: list[str]):
+        environment = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+        self.process = subprocess.Popen([sys.executable, __file__, *argv, "--side", side, "--checkpoint", str(checkpoint)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment)
+        self.hello = self._answer()
+
+    def run(self, command: str) -> dict:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+    def _answer(self) -> dict:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"the benchmark's child process failed (exit code {self.process.wait()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
     parser.add_argument("--device", default=None, help="cpu, cuda… (default: cuda when there is one)")
@@ -123,48 +193,40 @@ async def main() -> None:
     parser.add_argument("--samples", type=int, default=3, help="interleaved runs of each side")
     parser.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=None,
                         help="our batch-1 decoding on a static cache with a compiled forward pass (default: on CUDA)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch's CPU threads for both sides (default: torch's; 1 on a small shared machine, "
-                             "where a second thread waits for a busy core at every operation)")
+    parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads on both sides (default: torch's)")
     parser.add_argument("--bandwidth-gbs", type=float, default=None,
                         help="the device's memory bandwidth (default: known for H200, H100 SXM, A100 80GB)")
+    parser.add_argument("--side", choices=["generate", "ours"], help=argparse.SUPPRESS)  # in a child process
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)  # before any thread of either side starts: they all take it
+    if args.side:
+        return run_side(args)
 
     prompts = requests(args.sessions)
     with tempfile.TemporaryDirectory() as tmp:
         big = args.size != "tiny"  # half the bytes to write and read
         directory = build_tiny_glm(Path(tmp) / args.size, dtype="bfloat16" if big else "float32", **SIZES[args.size])
-        model = TransformersModel(directory, device=args.device, dtype=args.dtype, reuse_cache=False,
-                                  compiled=args.compiled)
-        weights = await asyncio.to_thread(model.load)  # where steps load it (in the main thread, torch runs slower here)
-        print(f"model: {type(weights).__name__} {weights.num_parameters() / 1e9:.2f}B parameters on {weights.device} "
-              f"({str(weights.dtype).removeprefix('torch.')}); {args.sessions} requests of <= {args.new_tokens} "
-              f"new tokens, prompts of {min(map(len, prompts))}-{max(map(len, prompts))} characters")
-        limit, described = bandwidth_limit(model, args.bandwidth_gbs)
-        print(described)
-
         started = time.perf_counter()
-        await generate_one_at_a_time(model, prompts[:2], 8)  # warm-up: kernels, allocator, threads
-        await ours(model, prompts[:2], 8, together=True)
-        await ours(model, prompts, 8, together=False)  # compiles, where the static path is on
-        print(f"warm-up: {time.perf_counter() - started:.1f} s; ours compiled at batch 1: "
-              f"{model._decoder is not None and model._decoder.static_forward is not None}")
+        sides = {side: Side(side, directory, sys.argv[1:]) for side in ("generate", "ours")}
+        hello = sides["ours"].hello
+        print(f"model: {hello['model']}; {args.sessions} requests of <= {args.new_tokens} new tokens, prompts of "
+              f"{min(map(len, prompts))}-{max(map(len, prompts))} characters")
+        print(hello["described"])
+        print(f"loading and warm-up (each side in a process of its own): {time.perf_counter() - started:.1f} s; "
+              f"ours compiled at batch 1: {hello['compiled']}")
         rates: dict[str, list[float]] = {"generate": [], "ours": [], "batch8": []}
         identical = True
-        for _ in range(args.samples):
-            started = time.perf_counter()
-            baseline = await generate_one_at_a_time(model, prompts, args.new_tokens)
-            rates["generate"].append(sum(map(len, baseline)) / (time.perf_counter() - started))
-            expected = [text_of(model, generated) for generated in baseline]
-            for side, together in (("ours", False), ("batch8", True)):
-                started = time.perf_counter()
-                texts, tokens = await ours(model, prompts, args.new_tokens, together)
-                rates[side].append(tokens / (time.perf_counter() - started))
-                identical &= texts == expected
+        try:
+            for _ in range(args.samples):
+                baseline = sides["generate"].run("generate")
+                rates["generate"].append(baseline["tps"])
+                for command in ("ours", "batch8"):
+                    answer = sides["ours"].run(command)
+                    rates[command].append(answer["tps"])
+                    identical &= answer["texts"] == baseline["texts"]
+        finally:
+            for side in sides.values():
+                side.close()
 
     generate_tps, ours_tps, batch8_tps = (statistics.median(rates[side]) for side in ("generate", "ours", "batch8"))
     print(f"{'':26}{'tokens/s min/median/max':>26}")
@@ -173,10 +235,11 @@ async def main() -> None:
         print(f"{label:26}{spread(rates[side]):>26}")
     print(f"outputs identical: {identical}; ours ÷ generate: batch 1 {ours_tps / generate_tps:.2f}x, "
           f"{args.sessions} sessions {batch8_tps / generate_tps:.2f}x (the sessions take turns on generate)")
+    limit = hello["limit"]
     fraction = f"{ours_tps / limit:.2f}" if limit else "n/a"
     print(f"local_decode: ours_tps={ours_tps:.1f} generate_tps={generate_tps:.1f} ratio={ours_tps / generate_tps:.2f} "
           f"batch8_tps={batch8_tps:.1f} limit_fraction={fraction}")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -196,3 +196,21 @@ async def test_a_step_cancelled_while_it_is_prepared_gives_its_cache_back(tiny_g
         await task
     again = await model.complete(follow_up, ModelSettings(max_new_tokens=4))
     assert again.usage.reused_tokens >= first.usage.prompt_tokens
+
+
+async def test_a_compiled_path_that_fails_to_compile_falls_back_to_plain_decoding(tiny_glm_dir, monkeypatch, caplog):
+    """Compiling is checked when the model loads: where it fails (no compiler, an unsupported GPU), steps
+    decode without it, with one warning, instead of every step failing."""
+    from transformers import PreTrainedModel
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("torch._inductor: no C++ compiler found")
+
+    monkeypatch.setattr(PreTrainedModel, "get_compiled_call", lambda self, config: no_compiler)
+    model = TransformersModel(tiny_glm_dir, compiled=True)
+    text = prompt(6)
+    completion = await model.complete(text, ModelSettings(max_new_tokens=12))
+    assert "Compiled decoding failed" in caplog.text and "no C++ compiler" in caplog.text
+    assert model._decoder.static_forward is None
+    (expected,) = await one_at_a_time(tiny_glm_dir, [text], [12])
+    assert completion.text == expected.text

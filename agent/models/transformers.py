@@ -145,11 +145,32 @@ class TransformersModel(RawPromptModel):
             static_forward = functools.partial(self._forward, call=model.get_compiled_call(None))
         self._decoder = BatchDecoder(self._forward, model.config, static_forward)
         self._stop_ids = _stop_ids(tokenizer, self.model_id, self.chat_format)
+        if static_forward is not None:
+            self._check_compiled(device)
         mismatch = formats.template_mismatch(self.chat_format, tokenizer)
         if mismatch:  # the KV reuse and the model's accuracy both rest on the prompt it was trained on
             log.warning("%s's chat template and the %s format render differently: %s. Pass chat_format= "
                         "(--format) if the checkpoint is of another family.", self.model_id, self.chat_format.label,
                         mismatch)
+
+    def _check_compiled(self, device: torch.device) -> None:
+        """Compile the decode step now, with a two-token probe (loading is slow anyway, and a first step
+        should not pay it); where compiling fails on this machine, decode without it instead of failing."""
+        from transformers import DynamicCache, LogitsProcessorList
+
+        from ._decoding import Generation
+
+        assert self._decoder is not None
+        log.info("Compiling the decode step for %s (once per load)", device)
+        probe = Generation([self.tokenizer.convert_tokens_to_ids(self.chat_format.stop_tokens[0])],
+                           DynamicCache(config=self.model.config), 0, max_new_tokens=2, stop_ids=(),
+                           processors=LogitsProcessorList())
+        try:
+            self._decoder.submit(probe).result()
+        except Exception as exc:
+            log.warning("Compiled decoding failed on %s (%s): decoding without it (compiled=False hides this).",
+                        device, _first_line(exc))
+            self._decoder.static_forward = None
 
     # --- generation -------------------------------------------------------------------------------
 
