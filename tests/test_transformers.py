@@ -24,6 +24,7 @@ from agent.errors import ModelError, ModelNotFoundError
 from agent.messages import Message, ToolCall
 from agent.models.base import Usage
 from agent.models._tokenizing import PromptTokenizer
+from agent.models import transformers as transformers_backend
 from agent.models.transformers import IncrementalDecoder, TransformersModel
 from agent.policy import ModelSettings
 from agent.protocol import glm4
@@ -85,6 +86,21 @@ async def test_loads_through_from_pretrained_and_generates(tmp_path, architectur
     assert "".join(tokens) == completion.text
     assert completion.usage.prompt_tokens == completion.usage.prefilled_tokens > 0
     assert 0 < completion.usage.completion_tokens <= GREEDY.max_new_tokens
+
+
+@pytest.mark.parametrize("saved, cpu_computes_bf16, loaded", [
+    ("bfloat16", True, torch.bfloat16),   # GLM-4-9B on a CPU with AMX: half the memory, faster
+    ("bfloat16", False, torch.float32),   # without bf16 units, bf16 is emulated and much slower
+    ("float32", True, torch.float32),     # a float32 checkpoint stays float32
+])
+async def test_cpu_dtype_follows_the_checkpoint_and_the_cpu(tmp_path, monkeypatch, saved, cpu_computes_bf16, loaded):
+    directory = build_tiny_glm(tmp_path / saved, dtype=saved)
+    monkeypatch.setattr(transformers_backend, "_cpu_computes_bf16", lambda: cpu_computes_bf16)
+    model = TransformersModel(directory, device="cpu")
+    completion = await model.complete(glm4.render_prompt([Message(role="user", content="hi")]), GREEDY)
+    assert model.model.dtype == loaded
+    assert completion.usage.completion_tokens > 0
+    assert TransformersModel(directory, device="cpu", dtype="float32").load().dtype == torch.float32  # asked for
 
 
 async def test_tokens_stream_on_the_event_loop_thread(tiny_glm_dir):

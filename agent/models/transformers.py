@@ -62,7 +62,8 @@ class TransformersModel(RawPromptModel):
         model_id_or_path: a local directory saved with ``save_pretrained`` or a Hugging Face id
             (already in the local cache, or downloadable).
         device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``…; the first GPU when there is one.
-        dtype: ``torch.bfloat16`` or its name; bf16 on CUDA and float32 on CPU by default.
+        dtype: ``torch.bfloat16`` or its name. By default bf16 on CUDA; on CPU bf16 for a checkpoint saved
+            in bf16 (GLM-4-9B) where the CPU computes bf16 natively (AMX or AVX-512 BF16), else float32.
         load_in_4bit: load 4-bit weights with bitsandbytes (CUDA only; about 6 GB for GLM-4-9B).
         reuse_cache: keep the KV cache across steps (turn off only to measure what it saves).
         cached_sessions: how many conversations keep their KV cache between steps (the least recently
@@ -116,17 +117,18 @@ class TransformersModel(RawPromptModel):
 
     def _load(self) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         device = torch.device(self.requested_device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = self.requested_dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-        options: dict[str, Any] = {"dtype": dtype, "device_map": str(device),
-                                   "trust_remote_code": self.trust_remote_code}
-        if self.load_in_4bit:
-            options["quantization_config"] = _four_bit_config(device, dtype)
-        log.info("Loading %s on %s (%s)", self.model_id, device, str(dtype).removeprefix("torch."))
         try:
+            config = AutoConfig.from_pretrained(self._source, trust_remote_code=self.trust_remote_code)
+            dtype = self.requested_dtype or (torch.bfloat16 if device.type == "cuda" else _cpu_dtype(config))
+            dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+            options: dict[str, Any] = {"config": config, "dtype": dtype, "device_map": str(device),
+                                       "trust_remote_code": self.trust_remote_code}
+            if self.load_in_4bit:
+                options["quantization_config"] = _four_bit_config(device, dtype)
+            log.info("Loading %s on %s (%s)", self.model_id, device, str(dtype).removeprefix("torch."))
             tokenizer = AutoTokenizer.from_pretrained(self._source, trust_remote_code=self.trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(self._source, **options)
         except OSError as exc:  # missing files, or the hub could not be reached
@@ -475,6 +477,27 @@ def _checkpoint_format(source: str) -> str:
 
     cached = try_to_load_from_cache(source, "config.json")
     return formats.format_of_checkpoint(Path(cached).parent) if isinstance(cached, str) else "glm4"
+
+
+def _cpu_dtype(config: Any) -> torch.dtype:
+    """bf16 for a bf16 checkpoint on a CPU with bf16 matrix units, else float32.
+
+    Measured on a random 1.3B GLM (README, *Local GLM-4*): with AMX, bf16 decodes 1.4x as fast as float32
+    (3.3x with 8 sessions) and prefills 4.8x as fast, in half the memory; without such units (oneDNN held
+    to AVX2) bf16 prefills 7x slower than float32. A float32 checkpoint (the tests' tiny models) stays so.
+    """
+    import torch
+
+    saved = getattr(config, "dtype", None)  # what the checkpoint was saved in (a dtype, or its name)
+    bf16 = saved in (torch.bfloat16, "bfloat16")
+    return torch.bfloat16 if bf16 and _cpu_computes_bf16() else torch.float32
+
+
+def _cpu_computes_bf16() -> bool:
+    import torch
+
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, hence looked up with a default
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def _locate(model_id: str) -> str:
