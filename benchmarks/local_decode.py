@@ -190,7 +190,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
     parser.add_argument("--device", default=None, help="cpu, cuda… (default: cuda when there is one)")
-    parser.add_argument("--dtype", default=None, help="float32, bfloat16 (default: TransformersModel's: bf16 on CUDA, and on a CPU with bf16 units for the 1b and 9b sizes, saved in bf16)")
+    parser.add_argument("--dtype", default=None,
+                        help="float32, bfloat16 (default: TransformersModel's: bf16 on CUDA, and on a CPU with bf16 "
+                             "units for --size 1b and 9b, which are saved in bf16; else float32)")
     parser.add_argument("--sessions", type=int, default=8, help="requests, and concurrent sessions on our side")
     parser.add_argument("--new-tokens", type=int, default=128, help="max new tokens per request")
     parser.add_argument("--samples", type=int, default=3, help="interleaved runs of each side")
