@@ -34,7 +34,6 @@ from peers import peer_python
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-smolagents"
 TARGET_MS = 0.5
-TARGET_RATIO = 5.0
 
 # ---------------------------------------------------------------------------------------------------
 # Ours
@@ -247,11 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         ratio = None
         print(f"  smolagents: NOT MEASURED: {why}")
 
-    verdict = [f"per step {'<=' if threaded['ms_per_step'] <= TARGET_MS else '>'} {TARGET_MS} ms"]
-    if ratio is not None:
-        verdict.append(f"ratio {'>=' if ratio >= TARGET_RATIO else '<'} {TARGET_RATIO:g}x")
-    met = threaded["ms_per_step"] <= TARGET_MS and (ratio is None or ratio >= TARGET_RATIO)
-    print(f"  target {'met' if met else 'NOT met'}: {', '.join(verdict)}")
+    # the loop's own budget; the comparison with peers that matters is over HTTP (steps_http.py), so no ratio target
+    met = threaded["ms_per_step"] <= TARGET_MS
+    print(f"  target {'met' if met else 'NOT met'}: per step {'<=' if met else '>'} {TARGET_MS} ms")
     smol_text = f"{smol['ms_per_step']:.3f}" if smol is not None else "n/a"
     ratio_text = f"{ratio:.1f}" if ratio is not None else "n/a"
     print(f"loop_overhead: tool=plain-def steps={args.calls + 1} reps={args.reps} "
