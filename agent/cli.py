@@ -70,8 +70,8 @@ BackendOpt = typer.Option(None, "--backend", help="With --base-url: 'chat' (nati
                                                   "'completions' (GLM-4 prompt rendered here).")
 ToolsOpt = typer.Option(None, "--tools", help=f"Comma-separated built-ins ({','.join(builtin_names())}) or 'none'. "
                                               "Default: those the policy enables.")
-ModuleOpt = typer.Option(None, "--tools-module", metavar="MODULE", help="A module or .py file whose @tool functions are added "
-                                                      "(repeatable).")
+ModuleOpt = typer.Option(None, "--tools-module", metavar="MODULE", help="A module or .py file whose @tool functions and Tool "
+                                                      "instances are added (repeatable).")
 PolicyOpt = typer.Option("default", "--policy", help="default, strict, trusted, or a TOML file.")
 McpConfigOpt = typer.Option(None, "--mcp-config", metavar="FILE", help='A desktop MCP client\'s JSON config '
                             '({"mcpServers": {...}}): its servers\' tools join the agent\'s (repeatable).')
@@ -345,7 +345,7 @@ def list_tools(
     tools: Optional[str] = ToolsOpt, tools_module: Optional[List[str]] = ModuleOpt, policy: str = PolicyOpt,
     mcp_config: Optional[List[Path]] = McpConfigOpt,
     json_output: bool = typer.Option(False, "--json", help="Print the schemas as JSON."),
-    chat_format: Optional[str] = typer.Option(None, "--format", metavar="glm4|glm45", help="List them as a model "
+    chat_format: Optional[str] = typer.Option(None, "--format", metavar="glm4|glm45|glm47", help="List them as a model "
                                               "of this family is shown them (glm45: the browser as browser.search, "
                                               "browser.open, browser.find). Default: glm4."),
     debug: bool = DebugOpt,
@@ -376,12 +376,25 @@ def list_tools(
             if spec.builtin:
                 detail = spec.description or f"GLM-4 built-in `{spec.builtin}`"
             else:
-                params = ", ".join(f"{name}: {schema.get('type', 'any')}"
+                params = ", ".join(f"{name}: {_type_label(schema)}"
                                    for name, schema in spec.parameters.get("properties", {}).items())
                 detail = f"{spec.description}\n({params})"
             kind = f"MCP: {servers[spec.name]}" if spec.name in servers else "built-in" if spec.builtin else "function"
             table.add_row(Text(visible(spec.name)), Text(visible(kind)), Text(visible(detail)))
         Console().print(table)
+
+
+def _type_label(schema: Any) -> str:
+    """A parameter's JSON Schema type for people: ``integer``, ``integer|null`` for an optional one, else ``any``."""
+    if not isinstance(schema, dict):
+        return "any"
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return kind
+    if isinstance(kind, list):
+        return "|".join(map(str, kind))
+    options = schema.get("anyOf") or schema.get("oneOf")
+    return "|".join(_type_label(option) for option in options) if isinstance(options, list) else "any"
 
 
 def _listed(registry: Any) -> list:
@@ -545,6 +558,10 @@ def _build_agent(model: str | None, base_url: str | None, api_key: str | None, b
     for module in tools_module or []:
         items += load_tools_module(module)
     approve = (lambda call: True) if yes else (_ask_approval if interactive and sys.stdin.isatty() else None)
+    asks_first = loaded_policy.tools.require_approval
+    if approve is None and asks_first:  # nobody can be asked: say so now, not only in refused calls
+        err.print(f"note: the policy asks before each call to {', '.join(asks_first)}; with no terminal to ask on, "
+                  "those calls are refused (--yes approves them).")
     agent = Agent(tools=items, policy=loaded_policy, system_prompt=system_prompt, approve=approve,
                   transcript=transcript, workdir=workdir)
     try:  # the model last: a mistake in the flags above should not wait for weights to load

@@ -463,8 +463,8 @@ class ChatSession:
             elif repeats.is_repeat(call):
                 refusal = (f"Not run: this exact call was made {repeats.limit} times in a row. "
                            "Use the results you already have, or try something different.")
-            elif not await self._approved(call):
-                refusal = f"Not run: the user did not approve this call to {call.name!r}."
+            else:
+                refusal = await self._unapproved(call)
             if refusal is not None:
                 observation = error_observation(call, refusal)
             else:
@@ -499,16 +499,17 @@ class ChatSession:
         for observation in step.observations:
             self.messages.extend(observation_messages(observation))
 
-    async def _approved(self, call: ToolCall) -> bool:
+    async def _unapproved(self, call: ToolCall) -> str | None:
+        """Why a call that must ask first does not run (None: it runs)."""
         # The policy names a tool as it was added: "simple_browser" covers browser.open too.
         if not self.agent.tools.requires_approval(call.name):
-            return True
+            return None
         if self.agent.approve is None:
-            return False
+            return f"Not run: calls to {call.name!r} need the user's approval, and no one could be asked."
         verdict = self.agent.approve(call)
         if inspect.isawaitable(verdict):
             verdict = await verdict
-        return bool(verdict)
+        return None if verdict else f"Not run: the user did not approve this call to {call.name!r}."
 
     async def _last_turn(self, model: ChatModel, specs: list, reason: str, result: RunResult,
                          announce: "_Announcer", deadline: float) -> None:

@@ -47,7 +47,8 @@ class Notebook(Tool):
         """
         if action == "write":
             self.notes.append(text)
-            return f"Noted ({len(self.notes)} notes)."
+            count = len(self.notes)
+            return f"Noted ({count} note{'' if count == 1 else 's'} so far)."
         return self.notes
 
 

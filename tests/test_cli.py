@@ -135,6 +135,8 @@ def test_tools_lists_schemas(mytools):
                                                                                "type": "integer"}
     proc = agent_cli("tools", "--tools", "none", "--tools-module", str(EXAMPLES / "custom_tool.py"))
     assert "convert" in proc.stdout and "notebook" in proc.stdout
+    proc = agent_cli("tools", "--tools", "simple_browser", "--format", "glm45")  # optional and union types, named
+    assert "num: integer|null" in proc.stdout and "id: integer|string, cursor: integer|null" in proc.stdout
 
 
 def test_chat_keeps_the_conversation(fake_server, mytools):
@@ -197,6 +199,31 @@ def test_example_embedding_runs(fake_server):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "answer (answered, 1 steps" in proc.stdout and "No tools needed: 42." in proc.stdout
+
+
+def test_approval_with_no_terminal_says_so_at_the_start_and_in_the_refusal(fake_server, mytools, tmp_path):
+    policy = tmp_path / "ask.toml"
+    policy.write_text('[tools]\nrequire_approval = ["add"]\n')
+    fake_server.script(['add\n{"a": 2, "b": 3}', "\nI was not allowed to add."])
+    proc = agent_cli("run", "What is 2+3?", "--base-url", fake_server.url, "--model", fake_server.model,
+                     "--tools-module", str(mytools), "--tools", "none", "--policy", str(policy))
+    assert proc.returncode == 0, proc.stderr
+    assert "asks before each call to add" in proc.stderr and "--yes approves them" in proc.stderr
+    assert "need the user's approval, and no one could be asked" in proc.stdout
+    approved = agent_cli("run", "What is 2+3?", "--base-url", fake_server.url, "--model", fake_server.model,
+                         "--tools-module", str(mytools), "--tools", "none", "--policy", str(policy), "--yes")
+    assert "asks before" not in approved.stderr
+
+
+@pytest.mark.parametrize("example", ["analyse_csv.py", "embedding.py"])
+def test_examples_without_weights_say_so_in_one_line(example, tmp_path):
+    args = {"analyse_csv.py": ["--demo"], "embedding.py": ["hi"]}[example]
+    proc = subprocess.run([sys.executable, str(EXAMPLES / example), *args, "--model", str(tmp_path / "no-weights")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env={**os.environ,
+                                                                                         "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "no-weights" in line and "--base-url" in line
 
 
 @pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}])

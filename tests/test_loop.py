@@ -104,8 +104,12 @@ def test_same_call_three_times_in_a_row_is_stopped():
 def test_approval_required():
     p = Policy(tools={"require_approval": ["add"]})
     asked = []
-    denied = Agent(model=ScriptedModel(['add\n{"a": 1, "b": 2}', "\nok"]), tools=[add], policy=p).run("go")
-    assert "did not approve" in denied.steps[0].observations[0].content
+    unasked = Agent(model=ScriptedModel(['add\n{"a": 1, "b": 2}', "\nok"]), tools=[add], policy=p).run("go")
+    assert unasked.steps[0].observations[0].content == ("Not run: calls to 'add' need the user's approval, and no "
+                                                        "one could be asked.")
+    denied = Agent(model=ScriptedModel(['add\n{"a": 1, "b": 2}', "\nok"]), tools=[add], policy=p,
+                   approve=lambda call: False).run("go")
+    assert denied.steps[0].observations[0].content == "Not run: the user did not approve this call to 'add'."
 
     async def approve(call):
         asked.append(call.name)

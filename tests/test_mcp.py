@@ -232,7 +232,7 @@ def test_allow_list_and_approval(fake_server):
         agent.close()
     assert [t["function"]["name"] for t in fake_server.posts[0].body["tools"]] == ["demo__echo", "demo__add"]
     add, echo = observations(result)
-    assert add.is_error and "did not approve" in add.content and echo.content == "ok"
+    assert add.is_error and "need the user's approval" in add.content and echo.content == "ok"
     agent = agent_for(fake_server, {"demo": stdio(tools=["echo", "ecko"])})
     try:
         with pytest.raises(ToolDefinitionError, match=r"\[mcp.servers.demo\] tools names 'ecko', which the server "

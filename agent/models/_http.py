@@ -194,7 +194,7 @@ class ServerClient:
         except RETRYABLE_ERRORS as exc:
             raise ModelConnectionError(
                 f"Could not reach the model server at {self.base_url} after {_times(attempts)} "
-                f"({_describe(exc)}); check that it is running and that --base-url is right.") from None
+                f"({_describe(exc)}); check that it is running and that its URL (--base-url) is right.") from None
         except httpx.TimeoutException:
             raise self._timeout_error() from None
         except httpx.TransportError as exc:
