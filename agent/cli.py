@@ -561,7 +561,7 @@ def _build_agent(model: str | None, base_url: str | None, api_key: str | None, b
     asks_first = loaded_policy.tools.require_approval
     if approve is None and asks_first:  # nobody can be asked: say so now, not only in refused calls
         err.print(f"note: the policy asks before each call to {', '.join(asks_first)}; with no terminal to ask on, "
-                  "those calls are refused (--yes approves them).")
+                  "those calls are refused (--yes approves them).", markup=False, highlight=False)
     agent = Agent(tools=items, policy=loaded_policy, system_prompt=system_prompt, approve=approve,
                   transcript=transcript, workdir=workdir)
     try:  # the model last: a mistake in the flags above should not wait for weights to load
