@@ -287,7 +287,7 @@ class TransformersModel(RawPromptModel):
         with self._sessions_released:
             grown = [session for session in self._sessions if self.reuse_cache and prompt.startswith(session.text)]
             session = max(grown, key=lambda session: len(session.text), default=None)
-            if session is not None and session.busy and session.stopping():
+            if session is not None and session.stopping():
                 # its last step was cancelled: the decoder lets go of the cache after the current token
                 stopping = session
                 self._sessions_released.wait_for(lambda: not stopping.busy)
@@ -340,15 +340,8 @@ class TransformersModel(RawPromptModel):
         with self._sessions_released:
             session.busy = False
             self._sessions_released.notify_all()
-            result = generation.result if generation is not None else None
-            if generation is None or result is None or (not result.cancelled() and result.exception() is not None):
-                kept = None  # failed: a half-written cache must not be reused
-            elif result.cancelled():  # cancelled before its turn came: the cache is as _reuse_prefix left it
-                kept = generation.prompt_ids[:generation.reused]
-            else:
-                kept = generation.prompt_ids + generation.generated[:-1]
-            if kept is None or generation is None or generation.cache is None \
-                    or generation.cache.get_seq_length() != len(kept):
+            kept = _cached_ids(generation) if generation is not None else None
+            if generation is None or kept is None:
                 if session in self._sessions:
                     self._sessions.remove(session)
                 return
@@ -409,6 +402,18 @@ class _Session:
     def stopping(self) -> bool:
         """Whether its step was cancelled and only waits for the decoder (or the tokenizing) to let go."""
         return self.busy and self.cancelled is not None and self.cancelled.is_set()
+
+
+def _cached_ids(generation: Generation) -> list[int] | None:
+    """The ids whose keys and values a finished generation's cache holds; None when it is not to be reused."""
+    if generation.result.cancelled():  # cancelled before its turn came: the cache is as _reuse_prefix left it
+        kept = generation.prompt_ids[:generation.reused]
+    elif generation.result.exception() is not None:
+        return None  # failed: a half-written cache must not be reused
+    else:
+        kept = generation.prompt_ids + generation.generated[:-1]
+    cache = generation.cache
+    return kept if cache is not None and cache.get_seq_length() == len(kept) else None
 
 
 def _abandon(preparing: asyncio.Future[Generation]) -> None:
