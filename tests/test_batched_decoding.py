@@ -8,6 +8,8 @@ import asyncio
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tiny_glm import ADD_TRAJECTORIES, add, build_tiny_glm, trained_tiny_glm, training_examples
 
 from agent.messages import Message
@@ -149,6 +151,16 @@ def test_shared_prefix_matches_a_walk_over_the_ids():
     for new in (cached, cached[:10], cached + [5], cached[:700] + [1, 2], [7] + cached, [], cached[:64] + [0] * 100):
         walked = next((i for i, (a, b) in enumerate(zip(cached, new)) if a != b), min(len(cached), len(new)))
         assert shared_prefix(cached, new) == walked
+
+
+@settings(max_examples=300, deadline=None)
+@given(ids=st.lists(st.integers(0, 3), max_size=400), keep=st.integers(0, 400),
+       tail=st.lists(st.integers(0, 3), max_size=200))
+def test_shared_prefix_equals_the_walk_on_any_ids(ids, keep, tail):
+    """Few distinct ids, long lists: prefixes that differ just before, at and after the halving's boundaries."""
+    new = ids[:keep] + tail
+    walked = next((i for i, (a, b) in enumerate(zip(ids, new)) if a != b), min(len(ids), len(new)))
+    assert shared_prefix(ids, new) == walked == shared_prefix(new, ids)
 
 
 @pytest.mark.slow  # trains the tiny GLM (seconds) when it is the first to need it
