@@ -11,11 +11,13 @@ import time
 
 import httpx
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from agent import Agent, Policy
 from agent.errors import ModelAuthError, ModelConnectionError, ModelError, ModelNotFoundError
 from agent.messages import Message, ToolCall, ToolSpec
-from agent.models._http import iter_sse, normalize_base_url
+from agent.models._http import Serialized, encode_json, iter_sse, json_text, normalize_base_url
 from agent.models.completions import CompletionsModel, stop_reason
 from agent.models.openai import OpenAIChatModel, chat_messages, chat_tool
 from agent.policy import ModelSettings
@@ -604,3 +606,19 @@ def test_agent_reports_a_served_auth_error_in_one_line():
         with Agent(model=OpenAIChatModel(server.url, server.model, api_key="sk-wrong"), tools=[add]) as agent:
             result = agent.run("What is 2+3?")
     assert result.status == "error" and "--api-key" in result.error and "\n" not in result.error
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+                           | st.text(), lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.dictionaries(st.text(max_size=12), JSON_VALUES, max_size=6), data=st.data())
+@example(body={"x": {"m": "\x00m\x00"}, "m": [1, 2]}, data=None)  # an earlier marker-spliced version was fooled
+def test_encode_json_splices_serialized_values_as_if_encoded_whole(body, data):
+    """Any keys and values (quotes, NULs, the splice's own marks in text): the bytes are json.dumps' compact
+    UTF-8 of the plain body, whichever values went in already serialized."""
+    serialized = data.draw(st.sets(st.sampled_from(sorted(body)) if body else st.nothing())) if data else {"m"}
+    spliced = {key: Serialized(json_text(value)) if key in serialized else value for key, value in body.items()}
+    assert encode_json(spliced) == json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

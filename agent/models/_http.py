@@ -258,11 +258,9 @@ def encode_json(body: dict[str, Any]) -> bytes:
     A top-level :class:`Serialized` value goes in as the JSON it holds: a conversation serialized as it
     grew is not serialized again, whole, for every request.
     """
-    marks = {key: f"\x00{key}\x00" for key, value in body.items() if isinstance(value, Serialized)}
-    text = json_text({key: marks.get(key, value) for key, value in body.items()})
-    for key, mark in marks.items():
-        text = text.replace(f"{json_text(key)}:{json_text(mark)}", f"{json_text(key)}:{body[key]}", 1)
-    return text.encode()
+    items = (f"{json_text(key)}:{value if isinstance(value, Serialized) else json_text(value)}"
+             for key, value in body.items())
+    return f"{{{','.join(items)}}}".encode()
 
 
 def json_text(value: Any) -> str:
